@@ -1,0 +1,49 @@
+# pgbench — every entry point a user or CI needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: install install-reference test test-slow test-all parity bench bench-kernels reference-outputs clean
+
+## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@bash tools/ensure_java.sh
+
+## make install-reference: the optional extra (torch==2.13.0 + transformers) for reference outputs and side-by-side benchmarks.
+install-reference: install
+	$(PY) -m pip install -q -e '.[dev,reference]'
+
+## make test: the fast suite (what CI runs).
+test:
+	$(PYTEST) -q -m "not slow"
+
+## make test-slow: integration tests marked slow.
+test-slow:
+	$(PYTEST) -q -m slow
+
+test-all:
+	$(PYTEST) -q
+
+## make parity REFERENCE=DIR: check pgbench against one reference case.
+REFERENCE ?= ../shared/reference/big_vision/pg1_tiny
+parity:
+	$(VENV)/bin/pgbench parity --reference $(REFERENCE)
+
+## make bench: CPU benchmarks; figures go to benchmarks/results/.
+bench:
+	$(PY) -m benchmarks.run
+
+## make bench-kernels: attention kernels (real shapes on an accelerator, tiny shapes in interpret mode on CPU).
+bench-kernels:
+	$(PY) -m benchmarks.kernels
+
+## make reference-outputs: regenerate reference_outputs/ with transformers (needs install-reference).
+reference-outputs:
+	$(PY) reference_outputs/make_reference_outputs.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
