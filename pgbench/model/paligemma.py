@@ -1,0 +1,81 @@
+"""PaliGemma: SigLIP image tokens -> projection -> [image, text] -> prefix-LM Gemma.
+
+Pure functions of (model, inputs); jit them at the call site (``jax.jit`` with
+``static_argnames`` for the keyword switches, or ``eqx.filter_jit``).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from pgbench.config import PaliGemmaConfig
+from pgbench.model import gemma, siglip
+from pgbench.model.gemma import Gemma
+from pgbench.model.masks import ar_cumsum
+from pgbench.model.siglip import SigLIP
+
+
+class PaliGemma(eqx.Module):
+    img: SigLIP
+    llm: Gemma
+    cfg: PaliGemmaConfig = eqx.field(static=True)
+
+
+def embed_image(model: PaliGemma, images, *, attn_impl: str = "xla"):
+    """images f32[B, H, W, 3] in [-1, 1] -> zimg [B, N_img, D] (never rescaled, as big_vision)."""
+    return siglip.encode(model.img, images, impl=attn_impl)
+
+
+def embed_inputs(model: PaliGemma, images, tokens, *, attn_impl: str = "xla"):
+    """-> (x [B, N_img + T, D], zimg [B, N_img, D])."""
+    zimg = embed_image(model, images, attn_impl=attn_impl)
+    text = gemma.embed_tokens(model.llm, tokens)
+    return jnp.concatenate([zimg.astype(text.dtype), text], axis=1), zimg
+
+
+def full_masks(n_img: int, input_mask, mask_ar):
+    """Prepend the image tokens (valid, flag 0) to the text masks -> (valid, ar) [B, N_img + T]."""
+    b = input_mask.shape[0]
+    valid = jnp.concatenate([jnp.ones((b, n_img), bool), input_mask.astype(bool)], axis=1)
+    ar = jnp.concatenate([jnp.zeros((b, n_img), jnp.int32), mask_ar.astype(jnp.int32)], axis=1)
+    return valid, ar
+
+
+def forward(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl: str = "xla",
+            final_softcap: bool = True):
+    """Scoring / training forward over the whole sequence.
+
+    images f32[B, H, W, 3]; tokens i32[B, T]; input_mask bool[B, T]; mask_ar i32[B, T].
+    Returns (logits f32[B, N_img + T, V], zimg [B, N_img, D]). Positions run 0..N-1 over
+    image and text, as in big_vision's scoring forward. Logits at invalid (padding)
+    positions are meaningless.
+    """
+    x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
+    valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
+    pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), valid.shape)
+    h, _ = gemma.run_blocks(model.llm, x, q_pos=pos, q_cumsum=ar_cumsum(ar), q_valid=valid,
+                            impl=attn_impl)
+    return gemma.logits(model.llm, h, final_softcap=final_softcap), zimg
+
+
+def suffix_loss(model: PaliGemma, images, tokens, input_mask, mask_ar, mask_loss, *,
+                label_smoothing: float = 0.0, attn_impl: str = "xla", final_softcap: bool = False):
+    """Per-example mean next-token NLL over the suffix: f32[B].
+
+    As big_vision's trainer / perplexity evaluator: feed tokens[:, :-1], predict
+    tokens[:, 1:], weight by mask_loss[:, 1:], divide by the per-example weight sum
+    (clipped at 1). Logits without the final soft-cap by default (big_vision's
+    ``Model.__call__``); label smoothing spreads that mass uniformly over the vocabulary.
+    """
+    logits, zimg = forward(model, images, tokens[:, :-1], input_mask[:, :-1], mask_ar[:, :-1],
+                           attn_impl=attn_impl, final_softcap=final_softcap)
+    text_logits = logits[:, zimg.shape[1]:]
+    logp = jax.nn.log_softmax(text_logits, axis=-1)
+    targets = tokens[:, 1:]
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        nll = (1 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+    w = mask_loss[:, 1:].astype(jnp.float32)
+    return jnp.sum(nll * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)

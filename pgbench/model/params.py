@@ -1,0 +1,177 @@
+"""big_vision parameter layout <-> the Equinox model: the one name table of that format.
+
+The flat dict uses the member names of a big_vision ``.npz`` (``img/...``, ``llm/...``,
+stacked layers with a leading depth axis). Checkpoint readers produce it (the Hugging Face
+reader converts to it); the model is built from it and exported back to it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, MutableMapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgbench.config import PaliGemmaConfig
+from pgbench.errors import CheckpointError
+from pgbench.model.gemma import DecoderBlocks, Gemma
+from pgbench.model.paligemma import PaliGemma
+from pgbench.model.siglip import EncoderBlocks, SigLIP
+
+_ENC = "img/Transformer/encoderblock/"
+_MHA = _ENC + "MultiHeadDotProductAttention_0/"
+SIGLIP_BLOCKS = {
+    "ln0_scale": _ENC + "LayerNorm_0/scale", "ln0_bias": _ENC + "LayerNorm_0/bias",
+    "q_kernel": _MHA + "query/kernel", "q_bias": _MHA + "query/bias",
+    "k_kernel": _MHA + "key/kernel", "k_bias": _MHA + "key/bias",
+    "v_kernel": _MHA + "value/kernel", "v_bias": _MHA + "value/bias",
+    "out_kernel": _MHA + "out/kernel", "out_bias": _MHA + "out/bias",
+    "ln1_scale": _ENC + "LayerNorm_1/scale", "ln1_bias": _ENC + "LayerNorm_1/bias",
+    "mlp0_kernel": _ENC + "MlpBlock_0/Dense_0/kernel", "mlp0_bias": _ENC + "MlpBlock_0/Dense_0/bias",
+    "mlp1_kernel": _ENC + "MlpBlock_0/Dense_1/kernel", "mlp1_bias": _ENC + "MlpBlock_0/Dense_1/bias",
+}
+SIGLIP_TOP = {
+    "patch_kernel": "img/embedding/kernel", "patch_bias": "img/embedding/bias",
+    "pos_embedding": "img/pos_embedding",
+    "norm_scale": "img/Transformer/encoder_norm/scale", "norm_bias": "img/Transformer/encoder_norm/bias",
+    "head_kernel": "img/head/kernel", "head_bias": "img/head/bias",
+}
+GEMMA_BLOCKS = {
+    "pre_attention_norm": "llm/layers/pre_attention_norm/scale",
+    "q_einsum": "llm/layers/attn/q_einsum/w",
+    "kv_einsum": "llm/layers/attn/kv_einsum/w",
+    "attn_vec_einsum": "llm/layers/attn/attn_vec_einsum/w",
+    "pre_ffw_norm": "llm/layers/pre_ffw_norm/scale",
+    "gating_einsum": "llm/layers/mlp/gating_einsum",
+    "linear": "llm/layers/mlp/linear",
+    "post_attention_norm": "llm/layers/post_attention_norm/scale",
+    "post_ffw_norm": "llm/layers/post_ffw_norm/scale",
+}
+GEMMA_TOP = {"input_embedding": "llm/embedder/input_embedding", "final_norm": "llm/final_norm/scale"}
+QKV_EINSUM = "llm/layers/attn/qkv_einsum/w"  # [L, 3, H, D, hd], used when KV heads == heads
+
+
+def expected_shapes(cfg: PaliGemmaConfig) -> dict[str, tuple[int, ...]]:
+    """Every big_vision key of a model with this config and its shape."""
+    v, g = cfg.vision, cfg.llm
+    L, C, M, nh, hd, p = v.depth, v.width, v.mlp_dim, v.num_heads, v.head_dim, v.patch_size
+    s = {
+        "img/embedding/kernel": (p, p, 3, C), "img/embedding/bias": (C,),
+        "img/pos_embedding": (1, v.num_patches, C),
+        "img/Transformer/encoder_norm/scale": (C,), "img/Transformer/encoder_norm/bias": (C,),
+        "img/head/kernel": (C, g.width), "img/head/bias": (g.width,),
+    }
+    blk = {"ln0_scale": (C,), "ln0_bias": (C,), "q_kernel": (C, nh, hd), "q_bias": (nh, hd),
+           "k_kernel": (C, nh, hd), "k_bias": (nh, hd), "v_kernel": (C, nh, hd), "v_bias": (nh, hd),
+           "out_kernel": (nh, hd, C), "out_bias": (C,), "ln1_scale": (C,), "ln1_bias": (C,),
+           "mlp0_kernel": (C, M), "mlp0_bias": (M,), "mlp1_kernel": (M, C), "mlp1_bias": (C,)}
+    s.update({SIGLIP_BLOCKS[f]: (L, *shape) for f, shape in blk.items()})
+    D, N, H, K, E, F = g.depth, g.width, g.num_heads, g.num_kv_heads, g.head_dim, g.mlp_dim
+    s.update({"llm/embedder/input_embedding": (g.vocab_size, N), "llm/final_norm/scale": (N,)})
+    lay = {"pre_attention_norm": (N,), "attn_vec_einsum": (H, E, N), "pre_ffw_norm": (N,),
+           "gating_einsum": (2, N, F), "linear": (F, N)}
+    if K == H:
+        s[QKV_EINSUM] = (D, 3, H, N, E)
+    else:
+        lay.update(q_einsum=(H, N, E), kv_einsum=(2, K, N, E))
+    if g.post_norms:
+        lay.update(post_attention_norm=(N,), post_ffw_norm=(N,))
+    s.update({GEMMA_BLOCKS[f]: (D, *shape) for f, shape in lay.items()})
+    return s
+
+
+def check_keys(shapes: Mapping[str, tuple[int, ...]], cfg: PaliGemmaConfig, source: str = "checkpoint"):
+    """Raise one CheckpointError listing missing, unexpected and misshapen keys."""
+    want = expected_shapes(cfg)
+    missing = sorted(set(want) - set(shapes))
+    extra = sorted(set(shapes) - set(want))
+    bad = [f"{k}: expected {want[k]}, found {tuple(shapes[k])}"
+           for k in sorted(set(want) & set(shapes)) if tuple(shapes[k]) != want[k]]
+    if missing or extra or bad:
+        parts = []
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing))
+        if extra:
+            parts.append("unexpected keys: " + ", ".join(extra))
+        if bad:
+            parts.append("wrong shapes: " + "; ".join(bad))
+        raise CheckpointError(f"{source} does not fit model {cfg.name!r} ({cfg.llm.family}): "
+                              + " | ".join(parts))
+
+
+def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, np.ndarray],
+                          cfg: PaliGemmaConfig, *, dtype=None, source: str = "checkpoint",
+                          consume: bool = False) -> PaliGemma:
+    """Build the model from a flat big_vision dict (checked first against ``cfg``).
+
+    ``dtype`` casts every parameter (default: keep the stored dtype). With
+    ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
+    checkpoint never exists twice in memory.
+    """
+    check_keys({k: np.shape(v) for k, v in flat.items()}, cfg, source)
+
+    def take(key):
+        arr = flat.pop(key) if consume else flat[key]
+        out = jnp.asarray(arr, dtype=dtype) if dtype is not None else jnp.asarray(arr)
+        del arr
+        return out
+
+    img_blocks = EncoderBlocks(**{f: take(k) for f, k in SIGLIP_BLOCKS.items()})
+    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: take(k) for f, k in SIGLIP_TOP.items()})
+    g = cfg.llm
+    fields = {}
+    if QKV_EINSUM in flat:
+        qkv = take(QKV_EINSUM)
+        fields["q_einsum"], fields["kv_einsum"] = qkv[:, 0], qkv[:, 1:]
+        del qkv
+    for f, k in GEMMA_BLOCKS.items():
+        if f in fields:
+            continue
+        fields[f] = take(k) if (f not in ("post_attention_norm", "post_ffw_norm") or g.post_norms) else None
+    llm = Gemma(blocks=DecoderBlocks(**fields), cfg=g, **{f: take(k) for f, k in GEMMA_TOP.items()})
+    return PaliGemma(img=img, llm=llm, cfg=cfg)
+
+
+def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
+    """The model's parameters under big_vision's names (numpy arrays, stored dtype)."""
+    out = {k: np.asarray(getattr(model.img.blocks, f)) for f, k in SIGLIP_BLOCKS.items()}
+    out.update({k: np.asarray(getattr(model.img, f)) for f, k in SIGLIP_TOP.items()})
+    out.update({k: np.asarray(getattr(model.llm, f)) for f, k in GEMMA_TOP.items()})
+    blocks = model.llm.blocks
+    for f, k in GEMMA_BLOCKS.items():
+        value = getattr(blocks, f)
+        if value is not None:
+            out[k] = np.asarray(value)
+    g = model.cfg.llm
+    if g.num_kv_heads == g.num_heads:
+        q = out.pop(GEMMA_BLOCKS["q_einsum"])
+        kv = out.pop(GEMMA_BLOCKS["kv_einsum"])
+        out[QKV_EINSUM] = np.concatenate([q[:, None], kv], axis=1)
+    return out
+
+
+def init_params(cfg: PaliGemmaConfig, key: jax.Array, *, dtype=jnp.float32) -> PaliGemma:
+    """A randomly initialised model (fan-in scaled normals, unit norms) for tests and benchmarks."""
+    shapes = expected_shapes(cfg)
+    keys = jax.random.split(key, len(shapes))
+    flat = {}
+    for (name, shape), k in zip(sorted(shapes.items()), keys):
+        if name.endswith(("/bias", "/scale")) or name == "img/pos_embedding":
+            flat[name] = 0.02 * jax.random.normal(k, shape, dtype)
+        else:
+            fan_in = _fan_in(name, shape)
+            flat[name] = jax.random.normal(k, shape, dtype) * (fan_in ** -0.5)
+    return from_bigvision_params(flat, cfg, consume=True)
+
+
+def _fan_in(name: str, shape: tuple[int, ...]) -> int:
+    if name == "img/embedding/kernel":
+        return shape[0] * shape[1] * shape[2]
+    if name == "llm/embedder/input_embedding":
+        return shape[-1]
+    if name.endswith(("out/kernel", "attn_vec_einsum/w")):
+        return shape[-3] * shape[-2]
+    if name.endswith(("q_einsum/w", "kv_einsum/w", "qkv_einsum/w", "gating_einsum")):
+        return shape[-2]
+    return shape[-2] if len(shape) >= 2 else 1

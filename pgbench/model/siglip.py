@@ -1,0 +1,87 @@
+"""SigLIP ViT image encoder (So400m/14 and smaller) plus PaliGemma's linear projection.
+
+Layers are stacked (leading ``depth`` axis on every leaf) and run with ``lax.scan``.
+Parameter layouts are big_vision's, so loading is a renaming (see ``params.py``).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from pgbench.config import SigLIPConfig
+from pgbench.model.attention import attention
+from pgbench.model.ops import gelu, layer_norm
+
+
+class EncoderBlocks(eqx.Module):
+    """Stacked pre-LN transformer blocks; every array has a leading [L] axis."""
+
+    ln0_scale: jax.Array  # [L, C]
+    ln0_bias: jax.Array  # [L, C]
+    q_kernel: jax.Array  # [L, C, heads, head_dim]
+    q_bias: jax.Array  # [L, heads, head_dim]
+    k_kernel: jax.Array
+    k_bias: jax.Array
+    v_kernel: jax.Array
+    v_bias: jax.Array
+    out_kernel: jax.Array  # [L, heads, head_dim, C]
+    out_bias: jax.Array  # [L, C]
+    ln1_scale: jax.Array
+    ln1_bias: jax.Array
+    mlp0_kernel: jax.Array  # [L, C, mlp]
+    mlp0_bias: jax.Array  # [L, mlp]
+    mlp1_kernel: jax.Array  # [L, mlp, C]
+    mlp1_bias: jax.Array  # [L, C]
+
+
+class SigLIP(eqx.Module):
+    patch_kernel: jax.Array  # [P, P, 3, C] (HWIO)
+    patch_bias: jax.Array  # [C]
+    pos_embedding: jax.Array  # [1, N, C]
+    blocks: EncoderBlocks
+    norm_scale: jax.Array  # [C]
+    norm_bias: jax.Array  # [C]
+    head_kernel: jax.Array  # [C, D_llm]
+    head_bias: jax.Array  # [D_llm]
+    cfg: SigLIPConfig = eqx.field(static=True)
+
+
+def _block(x, p: EncoderBlocks, cfg: SigLIPConfig, impl: str):
+    b, n, _ = x.shape
+    h = layer_norm(x, p.ln0_scale, p.ln0_bias, cfg.layernorm_eps)
+    q = jnp.einsum("bnc,chd->bnhd", h, p.q_kernel) + p.q_bias
+    k = jnp.einsum("bnc,chd->bnhd", h, p.k_kernel) + p.k_bias
+    v = jnp.einsum("bnc,chd->bnhd", h, p.v_kernel) + p.v_bias
+    zeros = jnp.zeros((b, n), jnp.int32)
+    ones = jnp.ones((b, n), bool)
+    o = attention(q * cfg.head_dim**-0.5, k, v, q_cumsum=zeros, q_valid=ones, k_cumsum=zeros,
+                  k_valid=ones, impl=impl)
+    x = x + jnp.einsum("bnhd,hdc->bnc", o, p.out_kernel) + p.out_bias
+    h = layer_norm(x, p.ln1_scale, p.ln1_bias, cfg.layernorm_eps)
+    h = gelu(h @ p.mlp0_kernel + p.mlp0_bias)
+    return x + h @ p.mlp1_kernel + p.mlp1_bias
+
+
+def encode(model: SigLIP, images, *, impl: str = "xla"):
+    """images f32[B, H, W, 3] in [-1, 1] -> projected image tokens f32[B, N, D_llm].
+
+    Patchify (kernel = stride = patch, VALID) as a reshape + matmul, row-major patch order.
+    """
+    cfg = model.cfg
+    b, hgt, wid, c = images.shape
+    if (hgt, wid) != (cfg.image_size, cfg.image_size):
+        raise ValueError(f"images are {hgt}x{wid}, the model expects {cfg.image_size}x{cfg.image_size}")
+    p, g = cfg.patch_size, cfg.grid
+    x = images[:, : g * p, : g * p].astype(model.patch_kernel.dtype)
+    x = x.reshape(b, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, p * p * c)
+    x = x @ model.patch_kernel.reshape(p * p * c, -1) + model.patch_bias
+    x = x + model.pos_embedding
+
+    def step(x, layer):
+        return _block(x, layer, cfg, impl), None
+
+    x, _ = jax.lax.scan(step, x, model.blocks)
+    x = layer_norm(x, model.norm_scale, model.norm_bias, cfg.layernorm_eps)
+    return x @ model.head_kernel + model.head_bias
