@@ -107,9 +107,11 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
 
     ``dtype`` casts every parameter (default: keep the stored dtype). With
     ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
-    checkpoint never exists twice in memory.
+    checkpoint never exists twice in memory. A lazy mapping may offer ``shapes()`` so
+    that checking needs no array read.
     """
-    check_keys({k: np.shape(v) for k, v in flat.items()}, cfg, source)
+    shapes = flat.shapes() if hasattr(flat, "shapes") else {k: np.shape(v) for k, v in flat.items()}
+    check_keys(shapes, cfg, source)
 
     def take(key):
         arr = flat.pop(key) if consume else flat[key]

@@ -1,0 +1,99 @@
+"""Command line: ``pgbench parity | predict``.
+
+Every subcommand prints one readable line for a bad input (no traceback) and exits 2;
+``parity`` exits 0 only when every compared output passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pgbench.errors import PgbenchError
+
+
+def _case_dirs(paths: list[str]) -> list[Path]:
+    """Expand each path: a case directory, or a directory whose sub-directories are cases."""
+    dirs: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "case.json").is_file() or not p.is_dir():
+            dirs.append(p)
+            continue
+        found = sorted(c.parent for c in p.glob("*/case.json"))
+        if not found:
+            raise PgbenchError(f"{p}: neither a reference case (no case.json) nor a folder of cases")
+        dirs.extend(found)
+    return dirs
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from pgbench import parity
+
+    if args.checkpoint:
+        from pgbench import parity_transformers
+
+        report = parity_transformers.check_against_transformers(
+            args.checkpoint, family=args.family, attn_impl=args.attention, seed=args.seed)
+        print("\n".join(report.lines()))
+        return 0 if report.passed else 1
+    if not args.reference:
+        raise PgbenchError("parity needs --reference DIR (a FORMAT.md case) or --checkpoint PATH --against transformers")
+    ok = True
+    dirs = _case_dirs(args.reference)
+    for i, case_dir in enumerate(dirs):
+        report = parity.check_case(case_dir, attn_impl=args.attention)
+        if i:
+            print()
+        print("\n".join(report.lines()))
+        ok &= report.passed
+    if len(dirs) > 1:
+        print(f"\n{'PASS' if ok else 'FAIL'} all {len(dirs)} cases")
+    return 0 if ok else 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pgbench import predict
+
+    return predict.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pgbench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("parity", help="compare pgbench with a reference implementation")
+    p.add_argument("--reference", nargs="+", metavar="DIR",
+                   help="reference case directories (FORMAT.md), or folders holding several cases")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="a real checkpoint (big_vision .npz or HF directory) to check against --against")
+    p.add_argument("--against", choices=["transformers"], default="transformers",
+                   help="implementation to run side by side with --checkpoint (needs the [reference] extra)")
+    p.add_argument("--family", choices=["gemma1", "gemma2"],
+                   help="LLM family of a big_vision .npz given with --checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs for --checkpoint")
+    p.add_argument("--attention", choices=["xla", "pallas", "cudnn"], default="xla",
+                   help="attention implementation pgbench runs with")
+    p.set_defaults(func=cmd_parity)
+
+    try:
+        from pgbench import predict
+    except ImportError:
+        predict = None
+    if predict is not None:
+        predict.add_arguments(sub.add_parser("predict", help="decode answers for images and a prompt"))
+        sub.choices["predict"].set_defaults(func=cmd_predict)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PgbenchError as e:
+        print(f"pgbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
