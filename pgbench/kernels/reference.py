@@ -1,0 +1,40 @@
+"""Plain-jnp prefix-LM attention: the independent reference the kernel tests use.
+
+Materialises the full f32 score matrix; the mask is built directly from the rule
+(not from the kernel's folded metadata). Rows that see no key return 0, the kernel's
+convention (the model's ``xla`` path instead returns an average there).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def reference_mask(q_cumsum, q_valid, k_cumsum, k_valid, q_pos=None, k_pos=None, window=None):
+    """bool[B, Nq, Nk]."""
+    m = (k_cumsum[:, None, :] <= q_cumsum[:, :, None]) & q_valid[:, :, None] & k_valid[:, None, :]
+    if window is not None:
+        near = (q_pos[:, :, None] - k_pos[:, None, :]) < window
+        m = m & (near | (q_cumsum[:, :, None] == 0))
+    return m
+
+
+def reference_attention(q, k, v, *, q_cumsum, q_valid, k_cumsum, k_valid, q_pos=None,
+                        k_pos=None, softcap=None, window=None):
+    """q: [B, Nq, H, D]; k, v: [B, Nk, KVH, D] -> [B, Nq, H, D] (q's dtype)."""
+    h, kvh = q.shape[2], k.shape[2]
+    kr = jnp.repeat(k, h // kvh, axis=2).astype(jnp.float32)
+    vr = jnp.repeat(v, h // kvh, axis=2).astype(jnp.float32)
+    s = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), kr,
+                   precision=jax.lax.Precision.HIGHEST)
+    if softcap is not None:
+        s = softcap * jnp.tanh(s / softcap)
+    mask = reference_mask(q_cumsum, q_valid, k_cumsum, k_valid, q_pos, k_pos, window)[:, None]
+    s = jnp.where(mask, s, -jnp.inf)
+    any_ = jnp.any(mask, axis=-1, keepdims=True)
+    p = jnp.exp(s - jnp.where(any_, jnp.max(s, axis=-1, keepdims=True), 0.0))
+    p = jnp.where(mask, p, 0.0)
+    p = p / jnp.where(any_, jnp.sum(p, axis=-1, keepdims=True), 1.0)
+    o = jnp.einsum("bhqk,bkhd->bqhd", p, vr, precision=jax.lax.Precision.HIGHEST)
+    return o.astype(q.dtype)
