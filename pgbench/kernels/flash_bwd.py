@@ -39,7 +39,8 @@ def _dkdv_kernel(qc_ref, qlo_ref, kc_ref, kp_ref, q_ref, k_ref, v_ref, do_ref, l
     kc_min, kp_max = jnp.min(kc), jnp.max(kp)
 
     def body(t, carry):
-        g, i = t // num_q_blocks, t % num_q_blocks
+        # lax.div/rem, not // and %: jnp's floor-division lowers to an i1/i32 mix Triton rejects
+        g, i = lax.div(t, num_q_blocks), lax.rem(t, num_q_blocks)
         sl = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
         qc, qlo = qc_ref[0, sl], qlo_ref[0, sl]
         live = (kc_min <= jnp.max(qc)) & (kp_max >= jnp.min(qlo))
