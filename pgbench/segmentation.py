@@ -180,19 +180,32 @@ def _decode(vae: VQVAE, codes: jax.Array) -> jax.Array:
     return _conv(x, p["decoder.12"])[..., 0]
 
 
-@jax.jit
-def _encode(vae: VQVAE, masks: jax.Array) -> jax.Array:
+def nearest_codes(codebook: jax.Array, z: jax.Array) -> jax.Array:
+    """f32[..., 512] features -> i32[...] index of the nearest codebook row (squared L2,
+    expanded as |z|^2 + |e|^2 - 2 z.e like the TF op; ties go to the lowest index)."""
+    flat = z.reshape(-1, CODE_DIM)
+    dist = (jnp.sum(flat * flat, axis=1, keepdims=True) + jnp.sum(codebook * codebook, axis=1)[None]
+            - 2.0 * jnp.matmul(flat, codebook.T, precision=jax.lax.Precision.HIGHEST))
+    return jnp.argmin(dist, axis=1).astype(jnp.int32).reshape(z.shape[:-1])
+
+
+def _encoder_features(vae: VQVAE, masks: jax.Array) -> jax.Array:
     p = vae.encoder
     x = 2.0 * (masks[..., None] - 0.5)
     for name in ("encoder.0", "encoder.2", "encoder.4", "encoder.6"):
         x = jax.nn.relu(_conv(x, p[name], stride=2))  # 'SAME' = TF's: pad 1 before, 1 after
     x = _resblock(p, "encoder.8", x)
     x = _resblock(p, "encoder.9", x)
-    z = _conv(x, p["encoder.10"]).reshape(-1, CODE_DIM)  # [M*16, 512], row-major grid
-    e = vae.codebook
-    dist = (jnp.sum(z * z, axis=1, keepdims=True) + jnp.sum(e * e, axis=1)[None]
-            - 2.0 * jnp.matmul(z, e.T, precision=jax.lax.Precision.HIGHEST))
-    return jnp.argmin(dist, axis=1).astype(jnp.int32).reshape(-1, 16)
+    return _conv(x, p["encoder.10"])  # [M, 4, 4, 512]
+
+
+_encoder_features_jit = jax.jit(_encoder_features)
+
+
+@jax.jit
+def _encode(vae: VQVAE, masks: jax.Array) -> jax.Array:
+    z = _encoder_features(vae, masks)
+    return nearest_codes(vae.codebook, z).reshape(-1, 16)  # row-major over the 4x4 grid
 
 
 def _check_codes(codes) -> np.ndarray:
@@ -212,13 +225,24 @@ def decode_codes(vae: VQVAE, codes) -> np.ndarray:
     return np.asarray(_decode(vae, jnp.asarray(codes)))
 
 
-def encode_masks(vae: VQVAE, masks) -> np.ndarray:
-    """f32[M, 64, 64] masks in [0, 1] -> i32[M, 16] nearest-codebook codes (row-major 4x4)."""
+def _check_masks64(vae: VQVAE, masks) -> np.ndarray:
     if vae.encoder is None:
         raise CheckpointError("this VQ-VAE was loaded without encoder.* weights; cannot encode masks")
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 3 or masks.shape[1:] != (MASK_SIZE, MASK_SIZE):
         raise InputError(f"masks to encode must be [M, 64, 64], got {list(masks.shape)}")
+    return masks
+
+
+def encoder_features(vae: VQVAE, masks) -> np.ndarray:
+    """f32[M, 64, 64] masks in [0, 1] -> f32[M, 4, 4, 512] encoder output before quantizing."""
+    masks = _check_masks64(vae, masks)
+    return np.asarray(_encoder_features_jit(vae, jnp.asarray(masks)))
+
+
+def encode_masks(vae: VQVAE, masks) -> np.ndarray:
+    """f32[M, 64, 64] masks in [0, 1] -> i32[M, 16] nearest-codebook codes (row-major 4x4)."""
+    masks = _check_masks64(vae, masks)
     if masks.shape[0] == 0:
         return np.zeros((0, 16), np.int32)
     return np.asarray(_encode(vae, jnp.asarray(masks)))
