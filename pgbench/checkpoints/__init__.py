@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from pgbench.config import PaliGemmaConfig
 from pgbench.errors import CheckpointError
 from pgbench.checkpoints.bigvision_npz import NpzCheckpoint, write_bigvision_npz  # noqa: F401
-from pgbench.checkpoints.infer import infer_config
+from pgbench.checkpoints.hf import HFCheckpoint, read_hf_dir, write_hf_dir  # noqa: F401
+from pgbench.checkpoints.infer import expected_shapes, infer_config, validate  # noqa: F401
 
 
 class _Streaming(dict):
     """A mapping that reads each array from the file only when the model builder takes it."""
 
-    def __init__(self, reader: NpzCheckpoint):
+    def __init__(self, reader):
         super().__init__({k: None for k in reader.keys()})
         self._reader, self._shapes = reader, reader.shapes()
 
@@ -29,6 +29,22 @@ class _Streaming(dict):
         return dict(self._shapes)
 
 
+def open_checkpoint(path: str | Path, *, family: str | None = None,
+                    options: Mapping[str, Any] | None = None):
+    """A lazy reader (``shapes()``, ``read(key)``, ``keys()``) and its config, for either format."""
+    path = Path(path)
+    if path.is_dir():
+        reader = HFCheckpoint(path, family=family, options=options)
+        return reader, reader.cfg
+    reader = NpzCheckpoint(path)
+    try:
+        cfg = infer_config(reader.shapes(), family=family, options=options, source=str(path), name=path.stem)
+    except Exception:
+        reader.close()
+        raise
+    return reader, cfg
+
+
 def load_checkpoint(path: str | Path, *, family: str | None = None,
                     options: Mapping[str, Any] | None = None, dtype=None):
     """Load a big_vision ``.npz`` file or a Hugging Face directory -> (model, config).
@@ -39,17 +55,10 @@ def load_checkpoint(path: str | Path, *, family: str | None = None,
     from pgbench.model.params import from_bigvision_params
 
     path = Path(path)
-    if path.is_dir():
-        from pgbench.checkpoints import hf
-
-        flat, cfg = hf.read_hf_dir(path, options=options)
-        return from_bigvision_params(flat, cfg, dtype=dtype, source=str(path), consume=True), cfg
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or directory")
-    reader = NpzCheckpoint(path)
+    reader, cfg = open_checkpoint(path, family=family, options=options)
     try:
-        cfg: PaliGemmaConfig = infer_config(reader.shapes(), family=family, options=options,
-                                            source=str(path), name=path.stem)
         model = from_bigvision_params(_Streaming(reader), cfg, dtype=dtype, source=str(path), consume=True)
     finally:
         reader.close()
