@@ -1,147 +1,221 @@
-"""Prefill + cached decoding: greedy, sampling (temperature / top-k / top-p) and beam search.
+"""Cached decoding: prefill image + prefix in one pass, then one token per step from a
+KV cache, the loop on device (``lax.while_loop``).
 
-The prompt batch is left-aligned (real tokens first, padding on the right). Prefill
-writes image + prompt into cache slots [0, S0); generated token i goes to slot S0 + i
-for every row, with RoPE position = (real prompt length of that row) + i, so padding is
-never attended and a padded batch gives the same tokens as each example alone. The
-loop runs on device (``lax.while_loop``) and is compiled once per (batch, prompt length,
-max_new_tokens, sampler) — the jitted functions below are module-level and cached by jax.
+Semantics are big_vision's (``predict_fns._decode_with_logp`` over ``gemma_bv``):
+
+- the prompt batch is left-aligned (real tokens first, right padding); each row is
+  rolled so its real tokens sit at the right end of the prompt window, and positions
+  are ``cumsum(valid) - 1`` (the index among real tokens; rolled padding gets -1 and is
+  never attended);
+- the cache has ``N_img + T + max_new_tokens`` slots; generated token i is written to
+  slot ``N_img + T + i`` at position ``seq_len + i`` and sees every real slot before it;
+- the first token comes from the prefill logits of the last real position WITHOUT the
+  final soft-cap; later tokens from logits WITH it (Gemma 2);
+- decoding stops once every row has produced EOS, or after ``max_new_tokens``; the
+  result holds -1 after each row's first EOS (EOS itself kept).
+
+``greedy_decode`` / ``sample_decode`` are compiled once per (model structure, batch,
+prompt length, max_new_tokens, sampler settings) and reused, not re-traced, per call.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from pgbench.errors import InputError
 from pgbench.model import gemma
 from pgbench.model.masks import ar_cumsum
 from pgbench.model.paligemma import PaliGemma, embed_inputs, full_masks
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-    """How the next token is chosen. temperature 0 (the default) is greedy argmax."""
+class Sampler(NamedTuple):
+    """How the next token is picked from the logits. ``kind``: "greedy" (argmax) or
+    "sample" (temperature, then top-k (0: off), then top-p / nucleus (1.0: off))."""
 
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __call__(self, logits, key):
-        """logits f32[B, V] -> i32[B]."""
-        if self.temperature == 0.0:
-            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        logits = logits / self.temperature
-        if self.top_k is not None:
-            kth = jax.lax.top_k(logits, self.top_k)[0][:, -1:]
-            logits = jnp.where(logits < kth, -jnp.inf, logits)
-        if self.top_p is not None:
-            order = jnp.argsort(-logits, axis=-1)
-            sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-            probs = jax.nn.softmax(sorted_logits, axis=-1)
-            # keep the smallest prefix whose mass reaches top_p (the first token always stays)
-            keep_sorted = (jnp.cumsum(probs, axis=-1) - probs) < self.top_p
-            keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-            logits = jnp.where(keep, logits, -jnp.inf)
-        return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    kind: str = "greedy"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
 
 
-GREEDY = Sampler()
+class DecodeOutput(NamedTuple):
+    tokens: jax.Array  # i32[B, K], -1 after the first EOS
+    logp: jax.Array  # f32[B, K] log-softmax of the step's logits at the chosen token (0 after EOS)
+    num_steps: jax.Array  # i32 scalar: tokens actually generated (early stop when all hit EOS)
 
 
-def prefill(model: PaliGemma, images, tokens, input_mask, mask_ar, *, cache_size: int,
-            cache_dtype=jnp.float32, attn_impl: str = "xla"):
-    """Run image + prompt through the model and fill a KV cache.
+class PrefillState(NamedTuple):
+    """What decoding needs after the prompt. cache: the KV cache; logits: f32[B, V] of the
+    last real prompt token (no final soft-cap); seq_len: i32[B] real prompt tokens;
+    next_cumsum: i32[B] auto-regressive running sum for the first generated token;
+    write_index: i32 first free cache slot (same for every row)."""
 
-    Returns (logits f32[B, V] of each row's last real token — without the final soft-cap,
-    as big_vision's prefill —, cache, next_pos i32[B], next_cumsum i32[B]).
+    cache: gemma.KVCache
+    logits: jax.Array
+    seq_len: jax.Array
+    next_cumsum: jax.Array
+    write_index: jax.Array
+
+
+def _roll_rows(a, shift):
+    """Roll each row of a [B, N, ...] left by shift[b]."""
+    return jax.vmap(lambda row, s: jnp.roll(row, -s, axis=0))(a, shift)
+
+
+def prefill(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+            cache_dtype=jnp.float32, attn_impl: str = "xla") -> PrefillState:
+    """Run image + prompt through the model and fill the cache (right-aligned, as big_vision).
+
+    images f32[B, H, W, 3]; tokens i32[B, T] left-aligned; input_mask bool[B, T];
+    mask_ar i32[B, T] (0 on the prompt).
     """
     x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
-    b, s0, _ = x.shape
     valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
     cumsum = ar_cumsum(ar)
-    pos = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
-    cache = gemma.empty_cache(model.llm.cfg, b, cache_size, cache_dtype)
-    cache = cache._replace(cumsum=cache.cumsum.at[:, :s0].set(cumsum),
-                           valid=cache.valid.at[:, :s0].set(valid), pos=cache.pos.at[:, :s0].set(pos))
-    h, cache = gemma.run_blocks(model.llm, x, q_pos=pos, q_cumsum=cumsum, q_valid=valid,
-                                cache=cache, write_index=0, impl=attn_impl)
-    length = jnp.sum(valid, axis=1, dtype=jnp.int32)
-    last = jnp.take_along_axis(h, (length - 1)[:, None, None], axis=1)
-    logits = gemma.logits(model.llm, last, final_softcap=False)[:, 0]
-    last_cumsum = jnp.max(jnp.where(valid, cumsum, 0), axis=1)
-    return logits, cache, length, last_cumsum + 1
+    seq_len = jnp.sum(valid, axis=1, dtype=jnp.int32)
+    x, valid, cumsum = (_roll_rows(a, seq_len) for a in (x, valid, cumsum))
+    positions = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+    n = x.shape[1]
+    h, cache = gemma.prefill(model.llm, x, positions=positions, ar_cumsum=cumsum, valid=valid,
+                             cache_size=n + max_new_tokens, cache_dtype=cache_dtype,
+                             impl=attn_impl)
+    logits = gemma.logits(model.llm, h[:, -1:], final_softcap=False)[:, 0]
+    next_cumsum = jnp.max(jnp.where(valid, cumsum, 0), axis=1) + 1
+    return PrefillState(cache=cache, logits=logits, seq_len=seq_len, next_cumsum=next_cumsum,
+                        write_index=jnp.asarray(n, jnp.int32))
 
 
-def extend(model: PaliGemma, tokens, cache: gemma.KVCache, *, slot, pos, cumsum,
-           attn_impl: str = "xla"):
-    """Feed one token per row (i32[B]) at cache ``slot`` -> (logits f32[B, V], cache)."""
-    x = gemma.embed_tokens(model.llm, tokens[:, None])
-    b = tokens.shape[0]
-    cache = cache._replace(
-        cumsum=jax.lax.dynamic_update_slice_in_dim(cache.cumsum, cumsum[:, None], slot, 1),
-        valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, jnp.ones((b, 1), bool), slot, 1),
-        pos=jax.lax.dynamic_update_slice_in_dim(cache.pos, pos[:, None], slot, 1))
-    h, cache = gemma.run_blocks(model.llm, x, q_pos=pos[:, None], q_cumsum=cumsum[:, None],
-                                q_valid=jnp.ones((b, 1), bool), cache=cache, write_index=slot,
-                                impl=attn_impl)
-    return gemma.logits(model.llm, h)[:, 0], cache
+def step(model: PaliGemma, state: PrefillState, token, *, i, attn_impl: str = "xla"):
+    """Feed generated token number i (i32[B], i = 0, 1, ...) and return
+    (logits f32[B, V] with the final soft-cap, the new cache)."""
+    x = gemma.embed_tokens(model.llm, token[:, None])
+    b = token.shape[0]
+    h, cache = gemma.extend(
+        model.llm, state.cache, x, write_index=state.write_index + i,
+        positions=(state.seq_len + i)[:, None], ar_cumsum=(state.next_cumsum + i)[:, None],
+        valid=jnp.ones((b, 1), bool), impl=attn_impl)
+    return gemma.logits(model.llm, h, final_softcap=True)[:, 0], cache
 
 
-def mask_after_eos(tokens, eos_id: int):
-    """Replace everything after each row's first EOS by -1 (EOS itself is kept)."""
-    seen = jnp.cumsum(tokens == eos_id, axis=1) - (tokens == eos_id)
-    return jnp.where(seen > 0, -1, tokens)
+def _select(logits, key, sampler: Sampler):
+    """-> (token i32[B], log-prob f32[B] under the unmodified logits' softmax)."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if sampler.kind == "greedy":
+        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        z = logits / jnp.float32(sampler.temperature)
+        if sampler.top_k:
+            kth = jax.lax.top_k(z, sampler.top_k)[0][:, -1:]
+            z = jnp.where(z < kth, -jnp.inf, z)
+        if sampler.top_p < 1.0:
+            order = jnp.argsort(-z, axis=-1)
+            sorted_z = jnp.take_along_axis(z, order, axis=-1)
+            probs = jax.nn.softmax(sorted_z, axis=-1)
+            # keep the smallest prefix whose mass reaches top_p (the top token always)
+            before = jnp.cumsum(probs, axis=-1) - probs
+            keep_sorted = before < jnp.float32(sampler.top_p)
+            keep = jnp.zeros_like(keep_sorted).at[
+                jnp.arange(z.shape[0])[:, None], order].set(keep_sorted)
+            z = jnp.where(keep, z, -jnp.inf)
+        tok = jax.random.categorical(key, z, axis=-1).astype(jnp.int32)
+    return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("max_new_tokens", "eos_id", "sampler", "cache_dtype", "attn_impl"))
-def _decode(model, images, tokens, input_mask, mask_ar, key, *, max_new_tokens, eos_id, sampler,
-            cache_dtype, attn_impl):
-    s0 = model.cfg.num_image_tokens + tokens.shape[1]
-    logits, cache, pos, cumsum = prefill(model, images, tokens, input_mask, mask_ar,
-                                         cache_size=s0 + max_new_tokens, cache_dtype=cache_dtype,
-                                         attn_impl=attn_impl)
+@partial(jax.jit, static_argnames=("max_new_tokens", "eos_id", "cache_dtype", "attn_impl",
+                                   "sampler"))
+def _decode(model, images, tokens, input_mask, mask_ar, key, *, max_new_tokens, eos_id,
+            cache_dtype, attn_impl, sampler):
+    state = prefill(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
+                    cache_dtype=jnp.dtype(cache_dtype), attn_impl=attn_impl)
     b = tokens.shape[0]
     key, sub = jax.random.split(key)
-    first = sampler(logits, sub)
-    out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(first)
+    tok, lp = _select(state.logits, sub, sampler)
+    out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
+    logps = jnp.zeros((b, max_new_tokens), jnp.float32).at[:, 0].set(lp)
+    done = tok == eos_id
 
-    def cond(state):
-        i, _, _, done, _ = state
+    def cond(carry):
+        i, _, _, done, _, _, _ = carry
         return (i < max_new_tokens) & ~jnp.all(done)
 
-    def body(state):
-        i, out, cache, done, key = state
-        logits, cache = extend(model, out[:, i - 1], cache, slot=s0 + i - 1, pos=pos + i - 1,
-                               cumsum=cumsum + i - 1, attn_impl=attn_impl)
+    def body(carry):
+        i, out, logps, done, cache, tok, key = carry
+        logits, cache = step(model, state._replace(cache=cache), tok, i=i - 1,
+                             attn_impl=attn_impl)
         key, sub = jax.random.split(key)
-        nxt = sampler(logits, sub)
-        return i + 1, out.at[:, i].set(nxt), cache, done | (nxt == eos_id), key
+        tok, lp = _select(logits, sub, sampler)
+        out = jax.lax.dynamic_update_slice_in_dim(out, tok[:, None], i, 1)
+        logps = jax.lax.dynamic_update_slice_in_dim(logps, lp[:, None], i, 1)
+        return i + 1, out, logps, done | (tok == eos_id), cache, tok, key
 
-    state = (jnp.int32(1), out, cache, first == eos_id, key)
-    _, out, _, _, _ = jax.lax.while_loop(cond, body, state)
-    return mask_after_eos(out, eos_id)
+    carry = (jnp.asarray(1, jnp.int32), out, logps, done, state.cache, tok, key)
+    n, out, logps, *_ = jax.lax.while_loop(cond, body, carry)
+    is_eos = out == eos_id
+    after_eos = (jnp.cumsum(is_eos, axis=1) - is_eos) > 0
+    after_eos = after_eos | (jnp.arange(max_new_tokens) >= n)[None]  # early stop: all ended
+    return DecodeOutput(tokens=jnp.where(after_eos, -1, out),
+                        logp=jnp.where(after_eos, 0.0, logps), num_steps=n)
+
+
+def _check(model, images, tokens, input_mask, mask_ar, max_new_tokens):
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    shapes = {"tokens": np.shape(tokens), "input_mask": np.shape(input_mask),
+              "mask_ar": np.shape(mask_ar)}
+    if len(set(shapes.values())) != 1 or len(shapes["tokens"]) != 2:
+        raise InputError(f"tokens, input_mask and mask_ar must share one [B, T] shape, got {shapes}")
+    if np.shape(images)[0] != shapes["tokens"][0]:
+        raise InputError(f"{np.shape(images)[0]} images for {shapes['tokens'][0]} prompts")
+    del model
 
 
 def decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
-           eos_id: int = 1, sampler: Sampler = GREEDY, key=None, cache_dtype=jnp.float32,
-           attn_impl: str = "xla"):
-    """Generate up to ``max_new_tokens`` per row -> i32[B, max_new_tokens], -1 after EOS.
+           eos_id: int = 1, cache_dtype=jnp.float32, attn_impl: str = "xla",
+           sampler: Sampler = Sampler(), key=None) -> DecodeOutput:
+    """Generate up to ``max_new_tokens`` tokens per prompt (see the module docstring).
 
-    Stops once every row has produced EOS (big_vision's rule). ``key`` seeds sampling
-    (ignored by greedy). cache_dtype float32 by default; big_vision's own default is bfloat16.
+    images f32[B, H, W, 3] in [-1, 1]; tokens i32[B, T] = [BOS] prefix [SEP] [PAD]...
+    (left-aligned); input_mask bool[B, T]; mask_ar i32[B, T] (0 on the prompt).
+    ``key``: PRNG key, required when sampling.
     """
-    key = jax.random.PRNGKey(0) if key is None else key
+    _check(model, images, tokens, input_mask, mask_ar, max_new_tokens)
+    if sampler.kind not in ("greedy", "sample"):
+        raise InputError(f"unknown sampler kind {sampler.kind!r}: expected 'greedy' or 'sample'")
+    if sampler.kind == "sample" and key is None:
+        raise InputError("sampling needs a PRNG key (key=jax.random.key(seed))")
+    if key is None:
+        key = jax.random.key(0)
     return _decode(model, jnp.asarray(images, jnp.float32), jnp.asarray(tokens, jnp.int32),
                    jnp.asarray(input_mask, bool), jnp.asarray(mask_ar, jnp.int32), key,
-                   max_new_tokens=max_new_tokens, eos_id=eos_id, sampler=sampler,
-                   cache_dtype=jnp.dtype(cache_dtype), attn_impl=attn_impl)
+                   max_new_tokens=int(max_new_tokens), eos_id=int(eos_id),
+                   cache_dtype=jnp.dtype(cache_dtype).name, attn_impl=attn_impl,
+                   sampler=sampler)
 
 
-def greedy_decode(model, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+def greedy_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
                   eos_id: int = 1, cache_dtype=jnp.float32, attn_impl: str = "xla"):
-    """Greedy decoding (argmax at every step); see ``decode``."""
+    """Greedy (argmax) decoding, big_vision's sampler "greedy": i32[B, max_new_tokens],
+    -1 after each row's first EOS."""
     return decode(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
-                  eos_id=eos_id, cache_dtype=cache_dtype, attn_impl=attn_impl)
+                  eos_id=eos_id, cache_dtype=cache_dtype, attn_impl=attn_impl).tokens
+
+
+def sample_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, key,
+                  max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, eos_id: int = 1, cache_dtype=jnp.float32,
+                  attn_impl: str = "xla"):
+    """Sampling with temperature, top-k and top-p under a PRNG key (deterministic per key):
+    i32[B, max_new_tokens], -1 after each row's first EOS."""
+    if temperature <= 0:
+        raise InputError(f"temperature must be > 0 (use greedy_decode for argmax), got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    sampler = Sampler("sample", float(temperature), int(top_k), float(top_p))
+    return decode(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
+                  eos_id=eos_id, cache_dtype=cache_dtype, attn_impl=attn_impl, sampler=sampler,
+                  key=key).tokens

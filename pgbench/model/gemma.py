@@ -45,68 +45,89 @@ class Gemma(eqx.Module):
 class KVCache(NamedTuple):
     """Keys/values of every layer plus per-slot attention metadata.
 
-    k, v: [L, B, S, KVH, hd] (already rotated keys); cumsum: i32[B, S] auto-regressive
-    running sum; valid: bool[B, S]; pos: i32[B, S] RoPE positions.
+    k, v: [L, B, S, KVH, hd] (keys already rotated), in the cache dtype;
+    ar_cumsum: i32[B, S] running sum of the auto-regressive flags; valid: bool[B, S];
+    positions: i32[B, S] RoPE positions. Slots not yet written are invalid.
     """
 
     k: jax.Array
     v: jax.Array
-    cumsum: jax.Array
+    ar_cumsum: jax.Array
     valid: jax.Array
-    pos: jax.Array
+    positions: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.k.shape[2]
 
 
 def empty_cache(cfg: GemmaConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
+    """An all-invalid cache of ``size`` slots."""
     shape = (cfg.depth, batch, size, cfg.num_kv_heads, cfg.head_dim)
     return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   cumsum=jnp.zeros((batch, size), jnp.int32),
-                   valid=jnp.zeros((batch, size), bool), pos=jnp.zeros((batch, size), jnp.int32))
+                   ar_cumsum=jnp.zeros((batch, size), jnp.int32),
+                   valid=jnp.zeros((batch, size), bool),
+                   positions=jnp.zeros((batch, size), jnp.int32))
 
 
 def embed_tokens(model: Gemma, tokens):
-    """i32[B, T] -> [B, T, D]: embedding rows times sqrt(D) (big_vision's text scale)."""
+    """i32[B, T] -> [B, T, D]: embedding rows times sqrt(D) (big_vision's text scale,
+    computed in float32 and then cast to the table's dtype)."""
     x = jnp.take(model.input_embedding, tokens, axis=0)
     return x * jnp.sqrt(jnp.float32(model.cfg.width)).astype(x.dtype)
 
 
 def _layer_windows(cfg: GemmaConfig):
-    """i32[L]: the window of each layer (NO_WINDOW where none applies)."""
+    """i32[L]: the window of each layer (NO_WINDOW on global layers), or None when the
+    sliding window is off (big_vision's semantics)."""
     if not (cfg.apply_sliding_window and cfg.sliding_window):
         return None
     return jnp.asarray([cfg.sliding_window if cfg.layer_is_local(i) else NO_WINDOW
                         for i in range(cfg.depth)], jnp.int32)
 
 
-def run_blocks(model: Gemma, x, *, q_pos, q_cumsum, q_valid, cache: KVCache | None = None,
-               write_index=None, impl: str = "xla"):
-    """Run every decoder block.
+def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache | None = None,
+               write_index=None, attend_cache: bool = False, impl: str = "xla"):
+    """Run every decoder block over x: [B, N, D] with positions, ar_cumsum: i32[B, N] and
+    valid: bool[B, N].
 
-    x: [B, N, D]; q_pos, q_cumsum: i32[B, N]; q_valid: bool[B, N].
-    Without a cache, the N tokens attend each other. With a cache whose metadata already
-    describes slots [write_index, write_index + N), their K/V are written there and the
-    tokens attend the whole cache. Returns (h [B, N, D], updated cache or None).
+    - no cache: the N tokens attend each other (scoring / training forward);
+    - cache, ``attend_cache=False`` (prefill): K/V are also written to cache slots
+      [write_index, write_index + N) and the tokens attend each other through the
+      cache dtype (as big_vision reads prefill K/V back from its cache);
+    - cache, ``attend_cache=True`` (extend): K/V are written there and the tokens
+      attend the whole cache, whose metadata must already describe the new slots.
+
+    Returns (h [B, N, D] before the final norm, the updated cache or None).
     """
     cfg = model.cfg
     windows = _layer_windows(cfg)
+    if cache is not None and write_index is None:
+        raise ValueError("write_index is required with a cache")
 
     def block(x, layer: DecoderBlocks, window, k_cache, v_cache):
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
         q = jnp.einsum("bnd,hdk->bnhk", h, layer.q_einsum)
         k = jnp.einsum("bnd,hdk->bnhk", h, layer.kv_einsum[0])
         v = jnp.einsum("bnd,hdk->bnhk", h, layer.kv_einsum[1])
-        q = rope(q, q_pos, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
-        k = rope(k, q_pos, cfg.rope_base)
-        if k_cache is None:
-            keys, values = k, v
-            k_cumsum, k_valid, k_pos = q_cumsum, q_valid, q_pos
+        q = rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
+        k = rope(k, positions, cfg.rope_base)
+        if k_cache is not None:
+            k_cache = jax.lax.dynamic_update_slice_in_dim(
+                k_cache, k.astype(k_cache.dtype), write_index, 1)
+            v_cache = jax.lax.dynamic_update_slice_in_dim(
+                v_cache, v.astype(v_cache.dtype), write_index, 1)
+        if not attend_cache:
+            if k_cache is not None:  # round through the cache dtype
+                k, v = k.astype(k_cache.dtype).astype(x.dtype), v.astype(v_cache.dtype).astype(x.dtype)
+            o = attention(q, k, v, ar_cumsum=ar_cumsum, valid=valid,
+                          softcap=cfg.attn_logits_softcap, window=window,
+                          q_positions=positions, k_positions=positions, impl=impl)
         else:
-            k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), write_index, 1)
-            v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), write_index, 1)
-            keys, values = k_cache, v_cache
-            k_cumsum, k_valid, k_pos = cache.cumsum, cache.valid, cache.pos
-        o = attention(q, keys, values, q_cumsum=q_cumsum, q_valid=q_valid, k_cumsum=k_cumsum,
-                      k_valid=k_valid, q_pos=q_pos, k_pos=k_pos,
-                      softcap=cfg.attn_logits_softcap, window=window, impl=impl)
+            o = attention(q, k_cache.astype(x.dtype), v_cache.astype(x.dtype),
+                          ar_cumsum=cache.ar_cumsum, valid=cache.valid, q_ar_cumsum=ar_cumsum,
+                          q_valid=valid, softcap=cfg.attn_logits_softcap, window=window,
+                          q_positions=positions, k_positions=cache.positions, impl=impl)
         o = jnp.einsum("bnhk,hkd->bnd", o.astype(x.dtype), layer.attn_vec_einsum)
         if layer.post_attention_norm is not None:
             o = rms_norm(o, layer.post_attention_norm, cfg.norm_eps)
@@ -129,6 +150,41 @@ def run_blocks(model: Gemma, x, *, q_pos, q_cumsum, q_valid, cache: KVCache | No
     if cache is not None:
         cache = cache._replace(k=k_new, v=v_new)
     return x, cache
+
+
+def prefill(model: Gemma, x, *, positions, ar_cumsum, valid, cache_size: int,
+            cache_dtype=jnp.float32, impl: str = "xla"):
+    """Process a prompt and build a cache of ``cache_size`` slots (prompt in [0, N)).
+
+    x: [B, N, D]; positions, ar_cumsum: i32[B, N]; valid: bool[B, N].
+    Returns (h [B, N, D], cache).
+    """
+    b, n, _ = x.shape
+    if cache_size < n:
+        raise ValueError(f"cache_size {cache_size} is smaller than the prompt ({n} tokens)")
+    cache = empty_cache(model.cfg, b, cache_size, cache_dtype)
+    cache = _set_slots(cache, 0, positions, ar_cumsum, valid)
+    return run_blocks(model, x, positions=positions, ar_cumsum=ar_cumsum, valid=valid,
+                      cache=cache, write_index=0, impl=impl)
+
+
+def extend(model: Gemma, cache: KVCache, x, *, write_index, positions, ar_cumsum, valid,
+           impl: str = "xla"):
+    """Append N (usually 1) tokens at slots [write_index, write_index + N) and run them
+    against everything cached. x: [B, N, D]; positions, ar_cumsum: i32[B, N];
+    valid: bool[B, N]; write_index: i32 scalar (same slot for every row).
+    Returns (h [B, N, D], cache)."""
+    cache = _set_slots(cache, write_index, positions, ar_cumsum, valid)
+    return run_blocks(model, x, positions=positions, ar_cumsum=ar_cumsum, valid=valid,
+                      cache=cache, write_index=write_index, attend_cache=True, impl=impl)
+
+
+def _set_slots(cache: KVCache, index, positions, ar_cumsum, valid) -> KVCache:
+    def put(a, new):
+        return jax.lax.dynamic_update_slice_in_dim(a, new.astype(a.dtype), index, 1)
+    return cache._replace(positions=put(cache.positions, positions),
+                          ar_cumsum=put(cache.ar_cumsum, ar_cumsum),
+                          valid=put(cache.valid, valid))
 
 
 def logits(model: Gemma, x, *, final_softcap: bool = True):

@@ -2,11 +2,12 @@
 
 Each token carries c = cumulative sum of its auto-regressive flag (0 for image and
 prefix tokens, 1 for suffix tokens). Query q may attend key k iff both are valid and
-c[k] <= c[q]: image + prefix attend each other fully, the suffix is causal.
+c[k] <= c[q]: image + prefix attend each other fully, the suffix is causal
+(big_vision's ``make_attn_mask``).
 
 Gemma 2's sliding window, when applied (transformers' semantics), is OR-ed with the
 prefix block: a query in the prefix block (c[q] == 0) is never limited; any other query
-sees only keys with q_pos - k_pos < window.
+sees only keys with q_pos - k_pos < window (prefix keys included).
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def prefix_lm_mask(q_cumsum, q_valid, k_cumsum, k_valid, *, q_pos=None, k_pos=None, window=None):
+def prefix_lm_mask(q_ar_cumsum, q_valid, k_ar_cumsum, k_valid, *, q_positions=None,
+                   k_positions=None, window=None):
     """bool[B, Nq, Nk] attention mask.
 
-    q_cumsum, q_valid: i32/bool[B, Nq]; k_cumsum, k_valid: i32/bool[B, Nk];
-    q_pos, k_pos: i32[B, Nq] / i32[B, Nk] token positions (needed only with ``window``);
-    window: None, a Python int, or a traced scalar (a huge value disables it).
+    q_ar_cumsum, q_valid: i32/bool[B, Nq]; k_ar_cumsum, k_valid: i32/bool[B, Nk];
+    q_positions, k_positions: i32[B, Nq] / i32[B, Nk] token positions (needed only
+    with ``window``); window: None, a Python int, or a traced scalar (a huge value
+    disables it).
     """
-    mask = (k_cumsum[:, None, :] <= q_cumsum[:, :, None]) & k_valid[:, None, :] & q_valid[:, :, None]
+    q_c, k_c = q_ar_cumsum[:, :, None], k_ar_cumsum[:, None, :]
+    mask = (k_c <= q_c) & k_valid[:, None, :].astype(bool) & q_valid[:, :, None].astype(bool)
     if window is not None:
-        in_window = (q_pos[:, :, None] - k_pos[:, None, :]) < window
-        mask = mask & (in_window | (q_cumsum[:, :, None] == 0))
+        in_window = (q_positions[:, :, None] - k_positions[:, None, :]) < window
+        mask = mask & (in_window | (q_c == 0))
     return mask
 
 

@@ -30,7 +30,8 @@ def gelu(x):
 def rope(x, positions, base=10_000.0):
     """Split-half rotary embedding. x: [B, N, H, D]; positions: i32[B, N]."""
     d = x.shape[-1]
-    freq = base ** (2 * jnp.arange(d // 2, dtype=jnp.float32) / d)
+    # Exponents as (2 / d) * i, the order of operations of big_vision's float32 RoPE.
+    freq = base ** ((2.0 / d) * jnp.arange(d // 2, dtype=jnp.float32))
     angle = positions[..., None].astype(jnp.float32) / freq  # [B, N, D/2]
     sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)

@@ -23,6 +23,17 @@ class PaliGemma(eqx.Module):
     cfg: PaliGemmaConfig = eqx.field(static=True)
 
 
+def cast(model: PaliGemma, dtype) -> PaliGemma:
+    """The model with every floating-point parameter in ``dtype`` (None: unchanged)."""
+    if dtype is None:
+        return model
+    dtype = jnp.dtype(dtype)
+
+    def f(a):
+        return a.astype(dtype) if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.floating) else a
+    return jax.tree.map(f, model)
+
+
 def embed_image(model: PaliGemma, images, *, attn_impl: str = "xla"):
     """images f32[B, H, W, 3] in [-1, 1] -> zimg [B, N_img, D] (never rescaled, as big_vision)."""
     return siglip.encode(model.img, images, impl=attn_impl)
@@ -44,24 +55,29 @@ def full_masks(n_img: int, input_mask, mask_ar):
 
 
 def forward(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl: str = "xla",
-            final_softcap: bool = True):
+            final_softcap: bool = True, compute_dtype=None):
     """Scoring / training forward over the whole sequence.
 
     images f32[B, H, W, 3]; tokens i32[B, T]; input_mask bool[B, T]; mask_ar i32[B, T].
     Returns (logits f32[B, N_img + T, V], zimg [B, N_img, D]). Positions run 0..N-1 over
     image and text, as in big_vision's scoring forward. Logits at invalid (padding)
-    positions are meaningless.
+    positions are meaningless. ``final_softcap`` applies Gemma 2's final soft-cap (what
+    the LLM's own forward does; big_vision's ``Model.__call__`` returns text logits
+    without it). ``compute_dtype`` (e.g. bfloat16) casts parameters and activations;
+    norms, attention logits/softmax and the output logits stay float32.
     """
+    model = cast(model, compute_dtype)
     x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
     valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
     pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), valid.shape)
-    h, _ = gemma.run_blocks(model.llm, x, q_pos=pos, q_cumsum=ar_cumsum(ar), q_valid=valid,
+    h, _ = gemma.run_blocks(model.llm, x, positions=pos, ar_cumsum=ar_cumsum(ar), valid=valid,
                             impl=attn_impl)
     return gemma.logits(model.llm, h, final_softcap=final_softcap), zimg
 
 
 def suffix_loss(model: PaliGemma, images, tokens, input_mask, mask_ar, mask_loss, *,
-                label_smoothing: float = 0.0, attn_impl: str = "xla", final_softcap: bool = False):
+                label_smoothing: float = 0.0, attn_impl: str = "xla", final_softcap: bool = False,
+                compute_dtype=None):
     """Per-example mean next-token NLL over the suffix: f32[B].
 
     As big_vision's trainer / perplexity evaluator: feed tokens[:, :-1], predict
@@ -70,7 +86,8 @@ def suffix_loss(model: PaliGemma, images, tokens, input_mask, mask_ar, mask_loss
     ``Model.__call__``); label smoothing spreads that mass uniformly over the vocabulary.
     """
     logits, zimg = forward(model, images, tokens[:, :-1], input_mask[:, :-1], mask_ar[:, :-1],
-                           attn_impl=attn_impl, final_softcap=final_softcap)
+                           attn_impl=attn_impl, final_softcap=final_softcap,
+                           compute_dtype=compute_dtype)
     text_logits = logits[:, zimg.shape[1]:]
     logp = jax.nn.log_softmax(text_logits, axis=-1)
     targets = tokens[:, 1:]

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from pgbench.config import SigLIPConfig
+from pgbench.errors import InputError
 from pgbench.model.attention import attention
 from pgbench.model.ops import gelu, layer_norm
 
@@ -54,10 +55,10 @@ def _block(x, p: EncoderBlocks, cfg: SigLIPConfig, impl: str):
     q = jnp.einsum("bnc,chd->bnhd", h, p.q_kernel) + p.q_bias
     k = jnp.einsum("bnc,chd->bnhd", h, p.k_kernel) + p.k_bias
     v = jnp.einsum("bnc,chd->bnhd", h, p.v_kernel) + p.v_bias
-    zeros = jnp.zeros((b, n), jnp.int32)
-    ones = jnp.ones((b, n), bool)
-    o = attention(q * cfg.head_dim**-0.5, k, v, q_cumsum=zeros, q_valid=ones, k_cumsum=zeros,
-                  k_valid=ones, impl=impl)
+    # Full bidirectional attention: one block (all flags 0), every patch valid.
+    q = q / jnp.sqrt(jnp.float32(cfg.head_dim)).astype(q.dtype)  # flax divides by sqrt(hd)
+    o = attention(q, k, v, ar_cumsum=jnp.zeros((b, n), jnp.int32), valid=jnp.ones((b, n), bool),
+                  impl=impl)
     x = x + jnp.einsum("bnhd,hdc->bnc", o, p.out_kernel) + p.out_bias
     h = layer_norm(x, p.ln1_scale, p.ln1_bias, cfg.layernorm_eps)
     h = gelu(h @ p.mlp0_kernel + p.mlp0_bias)
@@ -71,8 +72,9 @@ def encode(model: SigLIP, images, *, impl: str = "xla"):
     """
     cfg = model.cfg
     b, hgt, wid, c = images.shape
-    if (hgt, wid) != (cfg.image_size, cfg.image_size):
-        raise ValueError(f"images are {hgt}x{wid}, the model expects {cfg.image_size}x{cfg.image_size}")
+    if (hgt, wid, c) != (cfg.image_size, cfg.image_size, 3):
+        raise InputError(f"images are {hgt}x{wid}x{c}, the model expects "
+                         f"{cfg.image_size}x{cfg.image_size}x3 (resize them first)")
     p, g = cfg.patch_size, cfg.grid
     x = images[:, : g * p, : g * p].astype(model.patch_kernel.dtype)
     x = x.reshape(b, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, p * p * c)
