@@ -217,12 +217,19 @@ def _check_codes(codes) -> np.ndarray:
     return codes.astype(np.int32)
 
 
+def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
+    """Pad the leading axis to a power of two so varying batch sizes reuse few compilations."""
+    n = x.shape[0]
+    size = 1 << max(n - 1, 0).bit_length()
+    return np.concatenate([x, np.zeros((size - n,) + x.shape[1:], x.dtype)]) if size > n else x
+
+
 def decode_codes(vae: VQVAE, codes) -> np.ndarray:
     """i32[M, 16] codes in [0, 128) -> f32[M, 64, 64] mask logits (threshold at 0)."""
     codes = _check_codes(codes)
     if codes.shape[0] == 0:
         return np.zeros((0, MASK_SIZE, MASK_SIZE), np.float32)
-    return np.asarray(_decode(vae, jnp.asarray(codes)))
+    return np.asarray(_decode(vae, jnp.asarray(_pad_to_bucket(codes))))[:codes.shape[0]]
 
 
 def _check_masks64(vae: VQVAE, masks) -> np.ndarray:
@@ -245,7 +252,7 @@ def encode_masks(vae: VQVAE, masks) -> np.ndarray:
     masks = _check_masks64(vae, masks)
     if masks.shape[0] == 0:
         return np.zeros((0, 16), np.int32)
-    return np.asarray(_encode(vae, jnp.asarray(masks)))
+    return np.asarray(_encode(vae, jnp.asarray(_pad_to_bucket(masks))))[:masks.shape[0]]
 
 
 # --------------------------------------------------------------------------------------

@@ -116,6 +116,13 @@ def test_invalid_and_truncated_predictions_give_empty_masks(vae):
 # Shapes, dtypes, bad input.
 
 
+def test_batch_padding_does_not_change_rows(vae, case, ours):
+    # 3 rows are padded to a bucket of 4 internally; the rows must equal the unpadded run.
+    codes = case[1]["codes"]
+    np.testing.assert_allclose(seg.decode_codes(vae, codes[:3]), ours["masks"][:3], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(seg.decode_codes(vae, codes[2:3]), ours["masks"][2:3], rtol=0, atol=1e-6)
+
+
 def test_shape_dtype_contract(vae):
     codes = np.arange(48, dtype=np.int32).reshape(3, 16) % 128
     m = seg.decode_codes(vae, codes)
