@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 
 import pytest
 import sentencepiece as spm
@@ -187,3 +188,43 @@ def test_missing_and_corrupt_files(tmp_path):
     cut_json.write_text(HF_FILE.read_text(encoding="utf-8")[:20000], encoding="utf-8")
     with pytest.raises(TokenizerError, match="cut.json"):
         Tokenizer(cut_json)
+
+
+@pytest.mark.slow
+def test_transformers_converted_tokenizer_json_agrees(tmp_path):
+    """A tokenizer.json written by transformers' own SentencePiece converter reads the same."""
+    pytest.importorskip("transformers")
+    from transformers.convert_slow_tokenizer import GemmaConverter
+
+    class _Slow:  # the attributes GemmaConverter reads from a slow tokenizer
+        vocab_file = str(SP_FILE)
+        add_bos_token, add_eos_token, legacy = True, False, False
+        pad_token, eos_token, bos_token, unk_token = "<pad>", "<eos>", "<bos>", "<unk>"
+
+    try:
+        converted = GemmaConverter(_Slow()).converted()
+    except (AttributeError, TypeError) as e:  # converter internals changed between releases
+        pytest.skip(f"GemmaConverter API not as expected: {e}")
+    converted.save(str(tmp_path / "tokenizer.json"))
+    hf, sp = Tokenizer(tmp_path / "tokenizer.json"), Tokenizer(SP_FILE)
+    assert (hf.bos_id, hf.eos_id, hf.pad_id) == (sp.bos_id, sp.eos_id, sp.pad_id)
+    assert hf.loc_ids == sp.loc_ids and hf.seg_ids == sp.seg_ids
+    for text in TEXTS:
+        ids = sp.encode(text)
+        assert hf.encode(text) == ids, text
+        assert hf.decode(ids) == text
+
+
+def test_loc_pieces_that_text_would_split_are_rejected(tmp_path):
+    """Pieces present in the vocabulary but not registered as whole tokens are not enough."""
+    data = json.loads(HF_FILE.read_text(encoding="utf-8"))
+    data["added_tokens"] = [t for t in data["added_tokens"] if not t["content"].startswith("<")
+                            or t["content"] in ("<pad>", "<eos>", "<bos>", "<unk>")]
+    # Digits split before the vocabulary is consulted (as split_digits does), so text can
+    # never reach the whole "<loc0001>" piece.
+    data["pre_tokenizer"] = {"type": "Digits", "individual_digits": True}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TokenizerError, match="1152 loc/seg pieces that do not encode to their own"):
+        Tokenizer(path)
+    assert not Tokenizer(path, require_locseg=False).has_locseg
