@@ -117,10 +117,13 @@ def test_invalid_and_truncated_predictions_give_empty_masks(vae):
 
 
 def test_batch_padding_does_not_change_rows(vae, case, ours):
-    # 3 rows are padded to a bucket of 4 internally; the rows must equal the unpadded run.
+    # 3 rows are padded to a bucket of 4 internally; rows must match the unpadded run up to
+    # float32 reassociation (XLA picks conv algorithms per batch size; seen 1.2e-6 x max),
+    # so the case tolerance 1e-5 x max|mask| applies; a leak from padding rows would be O(1).
     codes = case[1]["codes"]
-    np.testing.assert_allclose(seg.decode_codes(vae, codes[:3]), ours["masks"][:3], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(seg.decode_codes(vae, codes[2:3]), ours["masks"][2:3], rtol=0, atol=1e-6)
+    atol = 1e-5 * np.max(np.abs(ours["masks"]))
+    np.testing.assert_allclose(seg.decode_codes(vae, codes[:3]), ours["masks"][:3], rtol=0, atol=atol)
+    np.testing.assert_allclose(seg.decode_codes(vae, codes[2:3]), ours["masks"][2:3], rtol=0, atol=atol)
 
 
 def test_shape_dtype_contract(vae):
