@@ -74,21 +74,26 @@ class Comparison:
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    case: Case
+    """What was compared, under which semantics, and the verdict."""
+
+    name: str  # short name for the verdict line
+    source: str  # the case directory or checkpoint
+    producer: str  # who produced the reference numbers
     comparisons: list[Comparison]
     semantics: list[str]
+    compare: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return bool(self.comparisons) and all(c.passed for c in self.comparisons)
 
     def lines(self) -> list[str]:
-        out = [f"case     {self.case.path}", f"producer {self.case.producer}"]
+        out = [f"case     {self.source}", f"producer {self.producer}"]
         out += [f"using    {s}" for s in self.semantics]
         out += [c.line() for c in self.comparisons]
         verdict = "PASS" if self.passed else "FAIL"
         n_bad = sum(not c.passed for c in self.comparisons)
-        out.append(f"{verdict} {self.case.path.name}: {len(self.comparisons) - n_bad}/"
+        out.append(f"{verdict} {self.name}: {len(self.comparisons) - n_bad}/"
                    f"{len(self.comparisons)} outputs within tolerance")
         return out
 
@@ -164,6 +169,20 @@ def compare_arrays(name: str, ours: np.ndarray, ref: np.ndarray, *, tol: float,
 # Runners: produce our outputs for a case.
 
 
+def semantics_lines(cfg, attn_impl: str) -> list[str]:
+    """The switches where implementations differ, as the report's ``using`` lines."""
+    llm = cfg.llm
+    window = (f"applied (transformers semantics), window {llm.sliding_window}"
+              if llm.apply_sliding_window and llm.sliding_window else "not applied (big_vision semantics)")
+    return [
+        f"model {cfg.name}: {llm.family}, vision {cfg.vision.image_size}px/{cfg.vision.patch_size}, "
+        f"llm width {llm.width} depth {llm.depth} heads {llm.num_heads}/{llm.num_kv_heads}",
+        f"sliding window: {window}",
+        f"final logit soft-cap: {llm.final_logits_softcap}; attention soft-cap: {llm.attn_logits_softcap}",
+        f"attention implementation: {attn_impl}",
+    ]
+
+
 def _paligemma_outputs(case: Case, wanted: list[str], attn_impl: str
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
     import jax.numpy as jnp
@@ -179,14 +198,7 @@ def _paligemma_outputs(case: Case, wanted: list[str], attn_impl: str
     for key in ("images", "tokens", "input_mask", "mask_ar"):
         if key not in inp:
             raise ReferenceCaseError(f"{case.path / 'inputs.npz'}: missing array {key!r}")
-    llm = cfg.llm
-    semantics = [
-        f"model {cfg.name}: {llm.family}, vision {cfg.vision.image_size}px/{cfg.vision.patch_size}, "
-        f"llm width {llm.width} depth {llm.depth} heads {llm.num_heads}/{llm.num_kv_heads}",
-        f"sliding window: {'applied (transformers semantics), window ' + str(llm.sliding_window) if llm.apply_sliding_window and llm.sliding_window else 'not applied (big_vision semantics)'}",
-        f"final logit soft-cap: {llm.final_logits_softcap}; attention soft-cap: {llm.attn_logits_softcap}",
-        f"attention implementation: {attn_impl}",
-    ]
+    semantics = semantics_lines(cfg, attn_impl)
     ours: dict[str, np.ndarray] = {}
     where: dict[str, np.ndarray] = {}
     images = jnp.asarray(inp["images"], jnp.float32)
@@ -244,4 +256,5 @@ def check_case(path: str | Path, *, attn_impl: str = "xla") -> Report:
             continue
         comparisons.append(compare_arrays(name, ours[name], ref[name], tol=case.tolerance,
                                           where=where.get(name)))
-    return Report(case=case, comparisons=comparisons, semantics=semantics)
+    return Report(name=case.path.name, source=str(case.path), producer=case.producer,
+                  comparisons=comparisons, semantics=semantics, compare=tuple(case.compare))

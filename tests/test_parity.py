@@ -24,7 +24,7 @@ def test_big_vision_case_passes(name, big_vision_reference):
     report = parity.check_case(big_vision_reference / name)
     assert report.passed, "\n".join(report.lines())
     assert report.lines()[-1].startswith("PASS")
-    assert {c.name for c in report.comparisons} == set(report.case.compare)
+    assert {c.name for c in report.comparisons} == set(report.compare)
 
 
 @pytest.mark.parametrize("name", _reference_output_cases())
