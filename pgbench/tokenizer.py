@@ -74,6 +74,7 @@ class _HFBackend:
         try:
             self.tok = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+            _check_json(path)  # a plainer message when the file is not JSON at all
             raise TokenizerError(
                 f"{path}: not a readable Hugging Face tokenizer.json ({type(e).__name__}: {e})"
             ) from None
@@ -137,8 +138,6 @@ class Tokenizer:
     def __init__(self, path: str | Path, *, require_locseg: bool = True):
         self.path = _find_file(Path(path))
         backend_cls = _HFBackend if self.path.suffix == ".json" else _SentencePieceBackend
-        if backend_cls is _HFBackend:
-            _check_json(self.path)
         self._b = backend_cls(self.path)
         self.vocab_size: int = self._b.size()
 

@@ -228,3 +228,31 @@ def test_loc_pieces_that_text_would_split_are_rejected(tmp_path):
     with pytest.raises(TokenizerError, match="1152 loc/seg pieces that do not encode to their own"):
         Tokenizer(path)
     assert not Tokenizer(path, require_locseg=False).has_locseg
+
+
+def test_released_id_layout(tmp_path):
+    """A vocabulary laid out like the released one (257152 pieces, loc/seg at the end)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    src = pb.ModelProto()
+    src.ParseFromString(SP_FILE.read_bytes())
+    out = pb.ModelProto()
+    out.CopyFrom(src)
+    del out.pieces[:]
+    out.pieces.extend(p for p in src.pieces if not p.piece.startswith(("<loc", "<seg")))
+    for i in range(256000 - len(out.pieces)):  # stand-ins for Gemma's text pieces
+        out.pieces.add(piece=f"\u2581filler{i}", score=-100.0 - i * 1e-3)
+    user_defined = pb.ModelProto.SentencePiece.USER_DEFINED
+    for p in [loc_piece(i) for i in range(1024)] + [seg_piece(i) for i in range(128)]:
+        out.pieces.add(piece=p, type=user_defined)
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(out.SerializeToString())
+
+    t = Tokenizer(path)
+    assert t.vocab_size == 257152
+    assert (t.loc_base, t.seg_base) == (256000, 257024)
+    assert t.loc_id(1023) == 257023 and t.seg_id(127) == 257151
+    assert t.is_loc(256500) and t.is_seg(257100) and not t.is_loc(255999)
+    ids = t.encode("detect cat\n<loc0003><loc1023><seg127>", bos=True)
+    assert ids[0] == 2 and ids[-3:] == [256003, 257023, 257151]
+    assert t.decode(ids + [1, 5]) == "detect cat\n<loc0003><loc1023><seg127>"
