@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pgbench import batching as B
@@ -191,3 +193,30 @@ def test_make_batch_from_files(tok, tmp_path):
     np.testing.assert_array_equal(hf["images"][0], I.preprocess(paths[0], 28, method="hf"))
     with pytest.raises(InputError, match="item 0"):
         B.make_batch(tok, [(paths[0],)], image_size=28, max_len=20)
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("abc xyz?\n;<>0123456789é")), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(prefix=_TEXT, suffix=st.one_of(st.none(), _TEXT), max_len=st.integers(1, 48))
+def test_layout_invariants(prefix, suffix, max_len):
+    tok = Tokenizer(FIXTURE_DIR / "tokenizer.model")
+    head = len(tok.encode(prefix)) + 2
+    tail = 0 if suffix is None else len(tok.encode(suffix)) + 1
+    if head + tail > max_len:
+        with pytest.raises(InputError):
+            B.encode_example(tok, prefix, suffix, max_len=max_len)
+        return
+    ex = B.encode_example(tok, prefix, suffix, max_len=max_len)
+    n = head + tail
+    assert all(len(v) == max_len for v in ex.values())
+    assert ex["tokens"][0] == tok.bos_id and ex["tokens"][head - 1] == 1156
+    assert ex["input_mask"].sum() == n and ex["input_mask"][:n].all()
+    assert (ex["mask_ar"] == (np.arange(max_len) >= head)).all()
+    assert (ex["mask_loss"] == ((np.arange(max_len) >= head) & (np.arange(max_len) < n))).all()
+    assert (ex["tokens"][n:] == tok.pad_id).all()
+    assert tok.decode(ex["tokens"][1: head - 1]) == prefix
+    if suffix is not None:
+        assert ex["tokens"][n - 1] == tok.eos_id
+        assert tok.decode(ex["tokens"][head:]) == suffix
