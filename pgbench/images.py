@@ -156,6 +156,34 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     raise ImageError(f"{name}: expected u8[H, W], u8[H, W, 1|3|4], got shape {arr.shape}")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pbm")
+
+
+def collect_image_paths(paths) -> list[Path]:
+    """Files given directly, plus the image files (by suffix, sorted) directly inside folders.
+
+    A missing path, or a folder without any image file, raises :class:`ImageError`. Files
+    named explicitly are kept whatever their suffix (load_image then judges the content).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageError(f"{p}: folder holds no image files "
+                                 f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: image file or folder not found")
+    return out
+
+
 # --- resizing ---------------------------------------------------------------------------------
 
 

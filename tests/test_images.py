@@ -271,3 +271,17 @@ def test_hf_path_matches_siglip_image_processor():
         ref = proc(images=img, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
         ours = I.to_model_input(I.resize(img, size, method="hf"), normalization="hf")
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+
+
+def test_collect_image_paths(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", "c.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    single = tmp_path / "notes.txt"
+    found = I.collect_image_paths([tmp_path, single])
+    assert [p.name for p in found] == ["a.JPG", "b.png", "c.webp", "notes.txt"]
+    assert I.collect_image_paths(str(single)) == [single]
+    with pytest.raises(ImageError, match="sub: folder holds no image files"):
+        I.collect_image_paths(tmp_path / "sub")
+    with pytest.raises(ImageError, match="gone.png: image file or folder not found"):
+        I.collect_image_paths([tmp_path / "gone.png"])
