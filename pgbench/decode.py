@@ -15,7 +15,8 @@ Semantics are big_vision's (``predict_fns._decode_with_logp`` over ``gemma_bv``)
   result holds -1 after each row's first EOS (EOS itself kept).
 
 ``greedy_decode`` / ``sample_decode`` are compiled once per (model structure, batch,
-prompt length, max_new_tokens, sampler settings) and reused, not re-traced, per call.
+prompt length, max_new_tokens, cache dtype, sampler settings) and reused, not re-traced,
+per call (the EOS id and the PRNG key are traced arguments).
 """
 
 from __future__ import annotations
@@ -126,9 +127,8 @@ def _select(logits, key, sampler: Sampler):
     return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 
-@partial(jax.jit, static_argnames=("max_new_tokens", "eos_id", "cache_dtype", "attn_impl",
-                                   "sampler"))
-def _decode(model, images, tokens, input_mask, mask_ar, key, *, max_new_tokens, eos_id,
+@partial(jax.jit, static_argnames=("max_new_tokens", "cache_dtype", "attn_impl", "sampler"))
+def _decode(model, images, tokens, input_mask, mask_ar, key, eos_id, *, max_new_tokens,
             cache_dtype, attn_impl, sampler):
     state = prefill(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
                     cache_dtype=jnp.dtype(cache_dtype), attn_impl=attn_impl)
@@ -192,7 +192,7 @@ def decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tok
         key = jax.random.key(0)
     return _decode(model, jnp.asarray(images, jnp.float32), jnp.asarray(tokens, jnp.int32),
                    jnp.asarray(input_mask, bool), jnp.asarray(mask_ar, jnp.int32), key,
-                   max_new_tokens=int(max_new_tokens), eos_id=int(eos_id),
+                   jnp.asarray(eos_id, jnp.int32), max_new_tokens=int(max_new_tokens),
                    cache_dtype=jnp.dtype(cache_dtype).name, attn_impl=attn_impl,
                    sampler=sampler)
 
