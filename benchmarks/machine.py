@@ -1,0 +1,50 @@
+"""A description of the machine and software versions, stored beside every benchmark figure."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni")))
+    except OSError:
+        pass
+    return []
+
+
+def describe() -> dict:
+    import jax
+    import numpy
+
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    out = {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cores": os.cpu_count(),
+           "memory_gib": round(mem, 1), "python": platform.python_version(), "jax": jax.__version__,
+           "jax_backend": jax.default_backend(), "numpy": numpy.__version__,
+           "xla_flags": os.environ.get("XLA_FLAGS", ""),
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    try:
+        import torch
+        import transformers
+        out.update(torch=torch.__version__, transformers=transformers.__version__)
+    except ImportError:
+        pass
+    return out
