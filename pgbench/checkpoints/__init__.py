@@ -12,7 +12,11 @@ from pgbench.checkpoints.infer import expected_shapes, infer_config, validate  #
 
 
 class _Streaming(dict):
-    """A mapping that reads each array from the file only when the model builder takes it."""
+    """A mapping that reads each array from the file only when the model builder takes it.
+
+    Arrays come back as jax arrays that share the reader's (64-byte aligned) buffer, so
+    the builder's conversion does not copy them.
+    """
 
     def __init__(self, reader):
         super().__init__({k: None for k in reader.keys()})
@@ -20,10 +24,12 @@ class _Streaming(dict):
 
     def pop(self, key, *default):
         super().pop(key, *default)
-        return self._reader.read(key)
+        return self[key]
 
     def __getitem__(self, key):
-        return self._reader.read(key)
+        import jax
+
+        return jax.device_put(self._reader.read(key))
 
     def shapes(self):
         return dict(self._shapes)

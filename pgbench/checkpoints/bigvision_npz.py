@@ -17,6 +17,21 @@ import numpy as np
 from pgbench.errors import CheckpointError
 
 _UNSCANNED = re.compile(r"^img/Transformer/encoderblock_(\d+)/(.*)$")
+_CHUNK = 16 * 2**20
+_ALIGN = 64  # jax.device_put adopts 64-byte-aligned host buffers on CPU without copying
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary.
+
+    Readers hand such arrays to ``jax.device_put``, which then shares the memory instead
+    of copying it: loading never holds a parameter twice.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(n + _ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off:off + n].view(dtype).reshape(shape)
 
 
 class NpzCheckpoint:
@@ -63,18 +78,51 @@ class NpzCheckpoint:
             out[name] = (len(members), *self._shapes[members[0]])
         return out
 
-    def _read_member(self, key: str) -> np.ndarray:
+    def _read_member(self, key: str, out: np.ndarray | None = None) -> np.ndarray:
+        """Stream one member into ``out`` (or a fresh aligned array) in chunks; the zip
+        layer checks the member's CRC when the last chunk is read."""
         try:
-            arr = self._npz[self._prefix + key]
+            with self._npz.zip.open(self._prefix + key + ".npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+                if dtype.kind == "V" and dtype.itemsize == 2:
+                    dtype = np.dtype(ml_dtypes.bfloat16)  # big_vision's raw bfloat16
+                if dtype.hasobject:
+                    raise ValueError("object arrays are not parameters")
+                if fortran:
+                    shape = shape[::-1]
+                if out is None:
+                    out = aligned_empty(shape, dtype)
+                elif out.shape != tuple(shape) or out.dtype != dtype:
+                    raise ValueError(f"{dtype}{list(shape)} does not fit {out.dtype}{list(out.shape)}")
+                buf = out.reshape(-1).view(np.uint8)
+                pos = 0
+                while pos < buf.size:
+                    chunk = f.read(min(_CHUNK, buf.size - pos))
+                    if not chunk:
+                        raise EOFError(f"member ends after {pos} of {buf.size} data bytes")
+                    buf[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                    pos += len(chunk)
+                f.read(1)  # reach the end of the member so that its CRC is verified
+        except CheckpointError:
+            raise
         except Exception as e:
-            raise CheckpointError(f"{self.path}: member {key!r} cannot be read ({e}); the file may be truncated") from None
-        if arr.dtype.kind == "V" and arr.dtype.itemsize == 2:
-            arr = arr.view(ml_dtypes.bfloat16)
-        return arr
+            raise CheckpointError(f"{self.path}: member {key!r} cannot be read ({type(e).__name__}: {e}); "
+                                  "the file may be truncated or corrupt") from None
+        return out.T if fortran else out
 
     def read(self, key: str) -> np.ndarray:
         if key in self._unscanned:
-            return np.stack([self._read_member(m) for m in self._unscanned[key]])
+            members = self._unscanned[key]
+            first = self._read_member(members[0])
+            out = aligned_empty((len(members), *first.shape), first.dtype)
+            out[0] = first
+            del first
+            for i, m in enumerate(members[1:], 1):
+                out[i] = self._read_member(m)
+            return out
         if key not in self._shapes:
             raise CheckpointError(f"{self.path}: no member {key!r}")
         return self._read_member(key)

@@ -24,6 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from pgbench.checkpoints import hf_mapping as hm
+from pgbench.checkpoints.bigvision_npz import aligned_empty
 from pgbench.checkpoints.infer import apply_options
 from pgbench.config import GemmaConfig, PaliGemmaConfig, SigLIPConfig
 from pgbench.errors import CheckpointError
@@ -102,7 +103,7 @@ def read_safetensors_header(path: Path) -> dict[str, _TensorInfo]:
 
 
 def _read_tensor(info: _TensorInfo) -> np.ndarray:
-    out = np.empty(info.shape, info.dtype)
+    out = aligned_empty(info.shape, info.dtype)
     buf = out.reshape(-1).view(np.uint8)
     with open(info.file, "rb") as f:
         f.seek(info.start)
@@ -371,7 +372,7 @@ class HFCheckpoint:
             raise CheckpointError(f"{self.path}: no big_vision key {key!r} in this checkpoint")
         entries = self._sources[key]
         shape = self._shapes[key]
-        out = np.empty(shape, self._found[entries[0].hf].dtype)
+        out = aligned_empty(shape, self._found[entries[0].hf].dtype)
         for e in entries:
             out[e.index] = hm.from_hf(_read_tensor(self._found[e.hf]), e.kind, shape[len(e.index):])
         return out
