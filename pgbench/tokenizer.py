@@ -13,6 +13,7 @@ Only ``sentencepiece`` and ``tokenizers`` are used; ``transformers`` is never im
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -20,6 +21,8 @@ from pgbench.errors import TokenizerError
 
 NUM_LOC = 1024
 NUM_SEG = 128
+log = logging.getLogger(__name__)
+
 SEPARATOR = "\n"  # PaliGemma puts "\n" between prefix and suffix, tokenized on its own.
 
 
@@ -200,13 +203,15 @@ class Tokenizer:
         ids = self._b.encode(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int], *, strict: bool = False) -> str:
         """Text of ``ids`` up to (not including) the first EOS.
 
         BOS and PAD are dropped, negative ids (the ``-1`` fill after EOS) end the text, and
-        ``<locNNNN>`` / ``<segNNN>`` pieces are kept as their text.
+        ``<locNNNN>`` / ``<segNNN>`` pieces are kept as their text. An id outside the
+        vocabulary (a model whose embedding table is larger than the tokenizer) decodes as
+        ``<unk>`` with a logged warning, or raises :class:`TokenizerError` when ``strict``.
         """
-        out = []
+        out, bad = [], []
         for i in ids:
             i = int(i)
             if i == self.eos_id or i < 0:
@@ -214,10 +219,17 @@ class Tokenizer:
             if i in (self.bos_id, self.pad_id):
                 continue
             if i >= self.vocab_size:
-                raise TokenizerError(
-                    f"{self.path}: token id {i} is outside the vocabulary (size {self.vocab_size})"
-                )
+                bad.append(i)
+                if strict:
+                    raise TokenizerError(f"{self.path}: token id {i} is outside the vocabulary "
+                                         f"(size {self.vocab_size})")
+                if self.unk_id is None:
+                    continue
+                i = self.unk_id
             out.append(i)
+        if bad:
+            log.warning("%s: %d token ids outside the vocabulary (size %d), e.g. %d; decoded "
+                        "as <unk>", self.path, len(bad), self.vocab_size, bad[0])
         return self._b.decode(out)
 
     def id_to_piece(self, i: int) -> str:

@@ -220,3 +220,16 @@ def test_layout_invariants(prefix, suffix, max_len):
     if suffix is not None:
         assert ex["tokens"][n - 1] == tok.eos_id
         assert tok.decode(ex["tokens"][head:]) == suffix
+
+
+@pytest.mark.parametrize("case", ["pg1_tiny", "pg2_tiny"])
+def test_make_batch_reproduces_reference_images(case, tok, tmp_path):
+    """PNG files of the reference pixels -> make_batch -> big_vision's `images`, bit for bit."""
+    d = np.load(BIG_VISION_REFERENCE / case / "inputs.npz")
+    items = []
+    for i, pixels in enumerate(d["images_uint8"]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(pixels).save(path)
+        items.append((path, "caption en"))
+    batch = B.make_batch(tok, items, image_size=d["images"].shape[1], max_len=8)
+    np.testing.assert_array_equal(batch["images"], d["images"])

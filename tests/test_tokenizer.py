@@ -106,8 +106,9 @@ def test_decode_rules(tok):
     assert tok.decode(cap + [-1, -1]) == "a cat"  # -1 fill after EOS ends the text
     assert tok.decode([1] + cap) == ""
     assert decode_batch(tok, [cap + [1], [2] + loc[:1]]) == ["a cat", "<loc0007>"]
-    with pytest.raises(TokenizerError, match="outside the vocabulary"):
-        tok.decode([5000])
+    with pytest.raises(TokenizerError, match="token id 5000 is outside the vocabulary"):
+        tok.decode([5000], strict=True)
+    assert tok.decode(cap + [5000, 1]) == tok.decode(cap + [tok.unk_id])  # model vocab > tokenizer
 
 
 def test_directory_and_repr():
