@@ -154,17 +154,21 @@ def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
 
 
 def init_params(cfg: PaliGemmaConfig, key: jax.Array, *, dtype=jnp.float32) -> PaliGemma:
-    """A randomly initialised model (fan-in scaled normals, unit norms) for tests and benchmarks."""
-    shapes = expected_shapes(cfg)
-    keys = jax.random.split(key, len(shapes))
+    """A randomly initialised model (fan-in scaled normals; small norm scales and biases)
+    for tests and benchmarks. Deterministic per ``key``; drawn with numpy, one tensor at a
+    time, because eager ``jax.random`` compiles once per distinct shape (tens of seconds)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    rng = np.random.default_rng(np.asarray(key).ravel().tolist())
     flat = {}
-    for (name, shape), k in zip(sorted(shapes.items()), keys):
+    for name, shape in sorted(expected_shapes(cfg).items()):
+        x = rng.standard_normal(shape, dtype=np.float32)
         if name.endswith(("/bias", "/scale")) or name == "img/pos_embedding":
-            flat[name] = 0.02 * jax.random.normal(k, shape, dtype)
+            x *= 0.02
         else:
-            fan_in = _fan_in(name, shape)
-            flat[name] = jax.random.normal(k, shape, dtype) * (fan_in ** -0.5)
-    return from_bigvision_params(flat, cfg, consume=True)
+            x *= _fan_in(name, shape) ** -0.5
+        flat[name] = x
+    return from_bigvision_params(flat, cfg, dtype=dtype, consume=True)
 
 
 def _fan_in(name: str, shape: tuple[int, ...]) -> int:

@@ -1,0 +1,100 @@
+"""flat big_vision dict <-> Equinox model: bit-exact round trips and key/shape validation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from pgbench.config import PRESETS
+from pgbench.errors import CheckpointError
+from pgbench.model.params import (QKV_EINSUM, expected_shapes, from_bigvision_params,
+                                  init_params, to_bigvision_params)
+from tests.model._reference import CASES, load_case
+
+
+def _assert_same(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        # compare bits, so -0.0 / NaN payloads would count too
+        np.testing.assert_array_equal(a[k].view(np.uint8), b[k].view(np.uint8), err_msg=k)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_round_trip_is_bit_exact(name):
+    *_, flat = load_case(name)
+    assert set(flat) == set(expected_shapes(PRESETS[CASES[name]]))
+    _assert_same(to_bigvision_params(from_bigvision_params(dict(flat), PRESETS[CASES[name]])), flat)
+
+
+def test_round_trip_bfloat16():
+    *_, flat = load_case("pg2_tiny")
+    bf = {k: v.astype(ml_dtypes.bfloat16) for k, v in flat.items()}
+    model = from_bigvision_params(dict(bf), PRESETS["pg2-tiny"])
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(model))
+    _assert_same(to_bigvision_params(model), bf)
+
+
+def test_dtype_option_casts():
+    *_, flat = load_case("pg1_tiny")
+    model = from_bigvision_params(dict(flat), PRESETS["pg1-tiny"], dtype=jnp.bfloat16)
+    assert {x.dtype for x in jax.tree.leaves(model)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_qkv_einsum_variant_when_kv_heads_equal_heads():
+    """gemma_7b-style files keep one qkv_einsum [L, 3, H, D, hd] (0 Q, 1 K, 2 V)."""
+    cfg = PRESETS["pg1-tiny"].replace_llm(num_kv_heads=4)
+    shapes = expected_shapes(cfg)
+    assert shapes[QKV_EINSUM] == (2, 3, 4, 64, 16)
+    assert "llm/layers/attn/q_einsum/w" not in shapes
+    rng = np.random.default_rng(0)
+    flat = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    model = from_bigvision_params(dict(flat), cfg)
+    np.testing.assert_array_equal(model.llm.blocks.q_einsum, flat[QKV_EINSUM][:, 0])
+    np.testing.assert_array_equal(model.llm.blocks.kv_einsum[:, 1], flat[QKV_EINSUM][:, 2])
+    _assert_same(to_bigvision_params(model), flat)
+
+
+def test_consume_pops_as_it_goes():
+    *_, flat = load_case("pg1_tiny")
+    mine = dict(flat)
+    from_bigvision_params(mine, PRESETS["pg1-tiny"], consume=True)
+    assert mine == {}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda f: f.pop("llm/final_norm/scale"), ["missing", "llm/final_norm/scale"]),
+    (lambda f: f.__setitem__("llm/extra/w", np.zeros(3, np.float32)), ["unexpected", "llm/extra/w"]),
+    (lambda f: f.__setitem__("img/head/bias", np.zeros(65, np.float32)),
+     ["img/head/bias", "expected (64,)", "found (65,)"]),
+    (lambda f: f.__setitem__("llm/layers/attn/kv_einsum/w", np.zeros((2, 2, 2, 64, 16), np.float32)),
+     ["kv_einsum", "expected (2, 2, 1, 64, 16)", "found (2, 2, 2, 64, 16)"]),
+])
+def test_bad_keys_raise_checkpoint_error(edit, words):
+    *_, flat = load_case("pg1_tiny")
+    bad = dict(flat)
+    edit(bad)
+    with pytest.raises(CheckpointError) as info:
+        from_bigvision_params(bad, PRESETS["pg1-tiny"])
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_gemma2_checkpoint_does_not_fit_gemma1_config():
+    *_, flat = load_case("pg2_tiny")
+    with pytest.raises(CheckpointError, match="post_attention_norm"):
+        from_bigvision_params(dict(flat), PRESETS["pg2-tiny"].replace_llm(post_norms=False))
+
+
+@pytest.mark.parametrize("name", ["pg1-tiny", "pg2-tiny"])
+def test_init_params_shapes_and_scales(name):
+    cfg = PRESETS[name]
+    model = init_params(cfg, jax.random.key(0))
+    flat = to_bigvision_params(model)
+    assert {k: v.shape for k, v in flat.items()} == expected_shapes(cfg)
+    assert all(np.all(np.isfinite(v)) for v in flat.values())
+    # fan-in scaled: projections have O(1/sqrt(fan_in)) entries, not O(1)
+    assert 0.05 < np.std(flat["llm/layers/mlp/linear"]) * np.sqrt(cfg.llm.mlp_dim) < 2
