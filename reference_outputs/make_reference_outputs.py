@@ -412,19 +412,30 @@ def make_case(name: str, spec: dict, out_root: Path, tok_mod, model_bytes: bytes
     })
 
     text = cfg.text_config
-    options = {
-        "final_logits_softcap_everywhere": True,
-        "image_token_id": IMAGE_TOKEN,
-        "positions": "1-based (transformers); RoPE is relative, so 0-based gives the same values",
-    }
+    # Only switches pgbench's loader knows (FORMAT.md options); HF facts go to "hf_semantics".
     if spec["family"] == "gemma2":
-        options.update({"sliding_window": spec["sliding_window"], "apply_sliding_window": True,
-                        "sliding_window_layers": [i for i, t in enumerate(text.layer_types)
-                                                  if t == "sliding_attention"],
-                        "query_pre_attn_norm": "rsqrt_head_dim",
-                        "attn_logits_softcap": 50.0, "final_logits_softcap": 30.0})
+        options = {"sliding_window": spec["sliding_window"], "apply_sliding_window": True,
+                   "query_pre_attn_norm": "rsqrt_head_dim", "attn_logits_softcap": 50.0,
+                   "final_logits_softcap": 30.0}
     else:
-        options.update({"sliding_window": None, "apply_sliding_window": False})
+        options = {"sliding_window": None, "apply_sliding_window": False}
+    hf_semantics = {
+        "final_logits_softcap_applies_to": "every logit (forward, loss, generate)"
+        if spec["family"] == "gemma2" else "none (Gemma 1 has no soft-cap)",
+        "sliding_window_layers": [i for i, t in enumerate(getattr(text, "layer_types", None) or [])
+                                  if t == "sliding_attention"],
+        "sliding_window_rule": "on sliding layers query q attends key k iff attention_mask[k] and "
+                               "((k <= q and q - k < window) or (token_type[q] == token_type[k] == 0))",
+        "image_token_id": IMAGE_TOKEN,
+        "image_placeholders_per_image": n_img,
+        "positions": "1-based: position_ids = arange + 1 (forward); cumsum(attention_mask) "
+                     "(generate, left padding)",
+        "zimg_scaling": "none: image_hidden_states is the projector output, placed into the "
+                        "sequence unscaled; only token embeddings are multiplied by sqrt(width)",
+        "token_type_ids": "0 on image and prefix tokens, 1 on suffix tokens, padding and "
+                          "generated tokens",
+        "attn_implementation": "eager",
+    }
     n_eos = int((greedy == EOS).sum())
     header = {
         "format_version": 1,
@@ -446,6 +457,7 @@ def make_case(name: str, spec: dict, out_root: Path, tok_mod, model_bytes: bytes
         "seeds": {"torch.manual_seed": spec["seed"], "parameter_draws":
                   f"torch.Generator().manual_seed({spec['seed']}) over parameters sorted by name",
                   "inputs": f"numpy.random.default_rng({spec['seed']})"},
+        "hf_semantics": hf_semantics,
         "decode": {"function": "transformers GenerationMixin.generate", "do_sample": False,
                    "num_beams": 1, "max_new_tokens": DECODE_STEPS, "eos_token": EOS,
                    "pad_token": PAD, "padding_side_for_transformers": "left",

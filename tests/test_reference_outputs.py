@@ -51,10 +51,12 @@ def test_case_header(case):
     assert h["compare"] == ["zimg", "logits", "greedy_tokens"]
     assert 1e-5 <= h["tolerance"]["relative_to_max_abs"] <= 2e-5
     opts = h["checkpoint"]["options"]
-    assert opts["final_logits_softcap_everywhere"] is True
+    # Only options pgbench's loader accepts (pgbench.checkpoints.infer.apply_options).
+    assert set(opts) <= {"query_pre_attn_norm", "attn_logits_softcap", "final_logits_softcap",
+                         "sliding_window", "apply_sliding_window"}
     if h["checkpoint"]["llm_family"] == "gemma2":
         assert opts["apply_sliding_window"] is True and opts["sliding_window"] == 8
-        assert opts["sliding_window_layers"] == [0]
+        assert h["hf_semantics"]["sliding_window_layers"] == [0]
     else:
         assert opts["apply_sliding_window"] is False
     # The per-array table in case.json matches the files.
