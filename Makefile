@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-reference test test-slow test-all parity bench bench-kernels reference-outputs clean
+.PHONY: install install-reference test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
 
 ## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
 install:
@@ -33,9 +33,13 @@ REFERENCE ?= ../shared/reference/big_vision/pg1_tiny
 parity:
 	$(VENV)/bin/pgbench parity --reference $(REFERENCE)
 
-## make bench: CPU benchmarks; figures go to benchmarks/results/.
+## make bench: CPU benchmarks (prefill vs transformers, decode throughput, metrics); figures go to benchmarks/results/.
 bench:
 	$(PY) -m benchmarks.run
+
+## make bench-quick: the same benchmarks at tiny sizes (seconds), so they cannot rot.
+bench-quick:
+	$(PY) -m benchmarks.run --quick
 
 ## make bench-kernels: attention kernels (real shapes on an accelerator, tiny shapes in interpret mode on CPU).
 bench-kernels:
@@ -44,6 +48,10 @@ bench-kernels:
 ## make reference-outputs: regenerate reference_outputs/ with transformers (needs install-reference).
 reference-outputs:
 	$(PY) reference_outputs/make_reference_outputs.py
+
+## make fixtures: regenerate the tiny test tokenizer in tests/fixtures/.
+fixtures:
+	$(PY) tests/fixtures/make_tiny_tokenizer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

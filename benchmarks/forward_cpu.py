@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
+from benchmarks.common import have_transformers, spawn, time_calls
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,16 +35,6 @@ def _inputs(cfg, n_text: int, seed: int = 0):
     images = rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
     tokens = np.asarray([[2, *rng.integers(3, min(cfg.llm.vocab_size, 256000), n_text - 2), 108]], np.int32)
     return images, tokens
-
-
-def _time(fn, repeats: int) -> list[float]:
-    fn()  # compile + warm up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def role_matmul(args) -> dict:
@@ -60,7 +50,7 @@ def role_matmul(args) -> dict:
     for name, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
         f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
         x, y = a.astype(dt), b.astype(dt)
-        t = min(_time(lambda: f(x, y).block_until_ready(), 10))
+        t = min(time_calls(lambda: f(x, y).block_until_ready(), 10))
         res[f"jax_{name}_gflops"] = flops / t / 1e9
     try:
         import torch
@@ -68,7 +58,7 @@ def role_matmul(args) -> dict:
         ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
         for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
             x, y = ta.to(dt), tb.to(dt)
-            t = min(_time(lambda: x @ y, 10))
+            t = min(time_calls(lambda: x @ y, 10))
             res[f"torch_{name}_gflops"] = flops / t / 1e9
     except ImportError:
         pass
@@ -100,7 +90,7 @@ def role_pgbench(args) -> dict:
     t0 = time.perf_counter()
     last_logits(model, images, tokens).block_until_ready()
     compile_s = time.perf_counter() - t0
-    times = _time(lambda: last_logits(model, images, tokens).block_until_ready(), args.repeats)
+    times = time_calls(lambda: last_logits(model, images, tokens).block_until_ready(), args.repeats)
     logits = np.asarray(last_logits(model, images, tokens))
     return {"build_s": build_s, "compile_and_first_s": compile_s, "times_s": times,
             "logits_head": logits[0, :8].tolist()}
@@ -138,7 +128,7 @@ def role_transformers(args) -> dict:
         with torch.inference_mode():
             return hf(**kw).logits
 
-    times = _time(run, args.repeats)
+    times = time_calls(run, args.repeats)
     logits = run()[0, -1, :8].float().numpy()
     return {"build_s": build_s, "times_s": times, "logits_head": logits.tolist(),
             "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__,
@@ -150,24 +140,8 @@ ROLES = {"matmul": role_matmul, "pgbench": role_pgbench, "write_hf": role_write_
 
 
 def _spawn(role: str, args, **extra) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.forward_cpu", "--role", role, "--preset", args.preset,
-           "--text-tokens", str(args.text_tokens), "--repeats", str(args.repeats), "--seed", str(args.seed)]
-    for k, v in extra.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
-    print(f"[forward_cpu] {role} {extra or ''}", file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _have_transformers() -> bool:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return spawn("benchmarks.forward_cpu", role, preset=args.preset, text_tokens=args.text_tokens,
+                 repeats=args.repeats, seed=args.seed, **extra)
 
 
 def run(args) -> dict:
@@ -180,7 +154,7 @@ def run(args) -> dict:
            "flops": flops, "machine": machine.describe(), "matmul": _spawn("matmul", args)}
     res["pgbench_float32"] = _spawn("pgbench", args, dtype="float32")
     res["pgbench_bfloat16"] = _spawn("pgbench", args, dtype="bfloat16")
-    if _have_transformers():
+    if have_transformers():
         with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
             res["write_hf"] = _spawn("write_hf", args, hf_dir=tmp)
             res["transformers_float32"] = _spawn("transformers", args, hf_dir=tmp)
