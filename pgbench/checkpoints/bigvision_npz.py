@@ -48,6 +48,7 @@ class NpzCheckpoint:
         if not isinstance(self._npz, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{self.path}: a single .npy array, not an .npz archive of parameters")
         self._prefix = "params/" if all(k.startswith("params/") for k in self._npz.files) else ""
+        self._dtypes: dict[str, np.dtype] = {}
         self._shapes = {k[len(self._prefix):]: self._header_shape(k) for k in self._npz.files}
         self._unscanned = self._find_unscanned()
 
@@ -57,7 +58,10 @@ class NpzCheckpoint:
                 major, _ = np.lib.format.read_magic(f)
                 read_header = (np.lib.format.read_array_header_1_0 if major == 1
                                else np.lib.format.read_array_header_2_0)
-                shape, _, _ = read_header(f)
+                shape, _, dtype = read_header(f)
+            if dtype.kind == "V" and dtype.itemsize == 2:
+                dtype = np.dtype(ml_dtypes.bfloat16)
+            self._dtypes[member[len(self._prefix):]] = dtype
             return tuple(shape)
         except Exception as e:
             raise CheckpointError(f"{self.path}: member {member!r} is damaged ({e})") from None
@@ -76,6 +80,13 @@ class NpzCheckpoint:
         out = {k: s for k, s in self._shapes.items() if not _UNSCANNED.match(k)}
         for name, members in self._unscanned.items():
             out[name] = (len(members), *self._shapes[members[0]])
+        return out
+
+    def dtypes(self) -> dict[str, np.dtype]:
+        """Stored dtypes under the names of ``shapes()`` (bfloat16 for raw ``|V2``)."""
+        out = {k: d for k, d in self._dtypes.items() if not _UNSCANNED.match(k)}
+        for name, members in self._unscanned.items():
+            out[name] = self._dtypes[members[0]]
         return out
 
     def _read_member(self, key: str, out: np.ndarray | None = None) -> np.ndarray:
@@ -138,9 +149,19 @@ class NpzCheckpoint:
         self._npz.close()
 
 
-def write_bigvision_npz(flat: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write a flat dict as big_vision does (plain ``np.savez``; bfloat16 as raw ``|V2``)."""
-    arrays = {k: (v.view("V2") if v.dtype == ml_dtypes.bfloat16 else v)
-              for k, v in ((k, np.asarray(v)) for k, v in flat.items())}
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+def write_bigvision_npz(flat, path: str | Path) -> None:
+    """Write a flat dict (or a lazy reader: ``keys()`` + ``read(key)``) as big_vision does.
+
+    An uncompressed zip of ``.npy`` members, exactly what ``np.savez`` produces, with
+    bfloat16 stored as raw ``|V2``; written member by member, so a lazy source is never
+    in memory as a whole.
+    """
+    get = flat.read if hasattr(flat, "read") else flat.__getitem__
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for k in list(flat.keys()):
+            v = np.asarray(get(k))
+            if v.dtype == ml_dtypes.bfloat16:
+                v = v.view("V2")
+            with zf.open(k + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, v, allow_pickle=False)
+            del v

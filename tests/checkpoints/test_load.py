@@ -100,3 +100,25 @@ def test_peak_memory_loading_npz(tmp_path):
           f"({grown / total:.2f}x), model {r['model_bytes'] / 2**20:.0f} MiB")
     assert r["model_bytes"] == total
     assert grown < 1.1 * total + 100 * 2**20
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_convert_npz_to_hf_and_back(tmp_path, case):
+    from pgbench.checkpoints.convert import main
+
+    path, ck = case_checkpoint(case)
+    opts = json.dumps(ck["options"])
+    assert main([str(path), str(tmp_path / "hf"), "--family", ck["llm_family"], "--options", opts]) == 0
+    assert main([str(tmp_path / "hf"), str(tmp_path / "back.npz"), "--options", opts]) == 0
+    flat = reference_flat(case)
+    with np.load(tmp_path / "back.npz") as z:  # plain numpy reads our npz
+        assert sorted(z.files) == sorted(flat)
+        for k, v in flat.items():
+            assert z[k].dtype == v.dtype and np.array_equal(z[k], v), k
+
+
+def test_convert_reports_errors(tmp_path, capsys):
+    from pgbench.checkpoints.convert import main
+
+    assert main([str(tmp_path / "missing.npz"), str(tmp_path / "out")]) == 1
+    assert "missing.npz: no such checkpoint file" in capsys.readouterr().err
