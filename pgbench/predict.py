@@ -114,6 +114,24 @@ def task_of(prompt: str) -> str | None:
     return word if word in STRUCTURED_TASKS else None
 
 
+def parse_output(text: str, task: str | None, image_hw: tuple[int, int], vae=None):
+    """The structured reading of a decoded answer: None for plain-text tasks, else a
+    ``structured.ParseResult`` (boxes in pixels of an ``image_hw`` image; for ``segment``
+    with a VQ-VAE, ``masks`` bool[N, H, W]). Malformed objects are counted, never raised."""
+    from pgbench import structured
+
+    if task == "detect":
+        return structured.parse_detections(text, image_hw=image_hw)
+    if task == "segment":
+        result = structured.parse_segmentations(text, image_hw=image_hw)
+        if vae is not None:
+            from pgbench.segmentation import attach_masks
+
+            attach_masks(result, vae)
+        return result
+    return None
+
+
 # --------------------------------------------------------------------------------------
 # Prediction
 
@@ -207,7 +225,7 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
     """
     import jax
 
-    from pgbench import decode, structured
+    from pgbench import decode
 
     if sampler is None:
         sampler = decode.Sampler()
@@ -244,16 +262,9 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
             tokens = np.asarray(out.tokens)[:n]
             for (path, original, _), ids in zip(batch, tokens):
                 hw = (int(original.shape[0]), int(original.shape[1]))
-                pred = Prediction(image=path, prompt=prompt, text=tok.decode(ids), tokens=ids,
-                                  image_hw=hw)
-                if task == "detect":
-                    pred.parsed = structured.parse_detections(pred.text, image_hw=hw)
-                elif task == "segment":
-                    pred.parsed = structured.parse_segmentations(pred.text, image_hw=hw)
-                    if vae is not None:
-                        from pgbench.segmentation import attach_masks
-
-                        attach_masks(pred.parsed, vae)
+                text_out = tok.decode(ids)
+                pred = Prediction(image=path, prompt=prompt, text=text_out, tokens=ids,
+                                  image_hw=hw, parsed=parse_output(text_out, task, hw, vae))
                 if keep_originals:
                     pred.original = original  # type: ignore[attr-defined]
                 yield pred
@@ -302,8 +313,12 @@ def _write_overlay(pred: Prediction, out_dir: Path, used: set[str]) -> Path:
     return dest
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _print_prediction(pred: Prediction, write) -> None:
-    write(f"{pred.image}: {pred.text}")
+    write(f"{pred.image}: {_one_line(pred.text)}")
     r = pred.parsed
     if r is None:
         return

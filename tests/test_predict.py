@@ -21,7 +21,7 @@ from pgbench.cli import main as cli_main
 from pgbench.config import get_preset
 from pgbench.model.params import init_params, to_bigvision_params
 from pgbench.tokenizer import Tokenizer
-from tests.conftest import REPO_ROOT
+from tests.conftest import BIG_VISION_REFERENCE, REPO_ROOT
 
 TOKENIZER = REPO_ROOT / "tests" / "fixtures" / "tiny_tokenizer" / "tokenizer.model"
 MAX_NEW = 6
@@ -166,6 +166,46 @@ def test_segment_without_vae_says_boxes_only(setup, tmp_path, capsys):
     assert code == 0
     assert "no --vae" in capsys.readouterr().err
     assert "boxes" in _rows(tmp_path)[0]
+
+
+VAE = BIG_VISION_REFERENCE / "seg_vqvae" / "vae_checkpoint.npz"  # released vae-oid layout
+
+
+def test_segment_with_vae_loads_it(setup, tmp_path, capsys):
+    code = _run(setup, tmp_path, "--vae", str(VAE), images_arg=[str(setup["valid"][0])],
+                prompt="segment a")
+    assert code == 0
+    assert "no --vae" not in capsys.readouterr().err
+    row = _rows(tmp_path)[0]
+    assert "mask_pixels" in row and len(row["mask_pixels"]) == len(row["boxes"])
+
+
+def test_segment_overlay_blends_the_pasted_mask(tmp_path):
+    """A segmentation string through parse_output + the VAE: the PNG is tinted exactly on
+    the pasted mask (recomputed with segmentation.paste_mask) and nowhere else."""
+    from pgbench import segmentation
+
+    vae = segmentation.load_vqvae(VAE, require_encoder=False)
+    hw = (48, 64)
+    bins, codes = (100, 150, 900, 800), [5, 17, 99, 3] * 4
+    text = structured.format_object(bins, "blob", codes)
+    parsed = predict.parse_output(text, "segment", hw, vae)
+    assert parsed.num_malformed == 0 and parsed.masks.shape == (1, *hw)
+    expected, ok = segmentation.paste_mask(segmentation.decode_codes(vae, [codes])[0], bins, hw)
+    assert ok
+    np.testing.assert_array_equal(parsed.masks[0], expected)
+
+    pred = predict.Prediction(image=Path("s.png"), prompt="segment blob", text=text,
+                              tokens=np.zeros(1, np.int32), image_hw=hw, parsed=parsed)
+    pred.original = np.zeros((*hw, 3), np.uint8)
+    drawn = np.asarray(Image.open(predict._write_overlay(pred, tmp_path, set())))
+    (py1, px1, py2, px2), _ = structured.pixel_box(bins, *hw)
+    inner = np.zeros(hw, bool)
+    inner[py1 + 2:py2 - 2, px1 + 2:px2 - 2] = True  # away from the box outline and label
+    inner[:py1 + 14] = False
+    tinted = drawn.any(axis=2)
+    np.testing.assert_array_equal(tinted[inner], expected[inner])
+    assert expected[inner].any() and (~expected[inner]).any()  # both cases exercised
 
 
 def test_missing_checkpoint_exits_2_naming_it(tmp_path, capsys):
