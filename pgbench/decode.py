@@ -219,3 +219,91 @@ def sample_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, key,
     return decode(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
                   eos_id=eos_id, cache_dtype=cache_dtype, attn_impl=attn_impl, sampler=sampler,
                   key=key).tokens
+
+
+# ---------------------------------------------------------------------------------------
+# Beam search: the same prefill and step, on B * W rows.
+
+
+class BeamOutput(NamedTuple):
+    tokens: jax.Array  # i32[B, K] best beam, -1 after its first EOS
+    score: jax.Array  # f32[B] its summed log-prob (length-normalised if requested)
+    beams: jax.Array  # i32[B, W, K] every final beam, best first, -1 after EOS
+    scores: jax.Array  # f32[B, W]
+
+
+def _finished_logp(logp, finished, eos_id):
+    """A finished beam has exactly one continuation (EOS again) at no cost."""
+    only_eos = jnp.where(jnp.arange(logp.shape[-1]) == eos_id, 0.0, -jnp.inf)
+    return jnp.where(finished[..., None], only_eos, logp)
+
+
+@partial(jax.jit, static_argnames=("max_new_tokens", "beam_size", "cache_dtype", "attn_impl"))
+def _beam(model, images, tokens, input_mask, mask_ar, eos_id, length_penalty, *,
+          max_new_tokens, beam_size, cache_dtype, attn_impl):
+    b, w, k = tokens.shape[0], beam_size, max_new_tokens
+    state = prefill(model, images, tokens, input_mask, mask_ar, max_new_tokens=k,
+                    cache_dtype=jnp.dtype(cache_dtype), attn_impl=attn_impl)
+    logp0 = jax.nn.log_softmax(state.logits, axis=-1)  # [B, V], prefill logits: no soft-cap
+    score, tok = jax.lax.top_k(logp0, w)  # the W best first tokens start the W beams
+    tok = tok.astype(jnp.int32)
+    # every beam of an example shares its prompt: rows b -> b * W + beam
+    rep = partial(jnp.repeat, repeats=w, axis=0)
+    c = state.cache
+    state = state._replace(
+        cache=c._replace(k=jnp.repeat(c.k, w, axis=1), v=jnp.repeat(c.v, w, axis=1),
+                         ar_cumsum=rep(c.ar_cumsum), valid=rep(c.valid), positions=rep(c.positions)),
+        logits=rep(state.logits), seq_len=rep(state.seq_len), next_cumsum=rep(state.next_cumsum))
+    seqs = jnp.zeros((b, w, k), jnp.int32).at[:, :, 0].set(tok)
+    finished = tok == eos_id
+    lengths = jnp.ones((b, w), jnp.int32)  # tokens up to and including EOS
+
+    def cond(carry):
+        i, _, _, finished, *_ = carry
+        return (i < k) & ~jnp.all(finished)
+
+    def body(carry):
+        i, seqs, score, finished, lengths, cache, tok = carry
+        logits, cache = step(model, state._replace(cache=cache), tok.reshape(b * w), i=i - 1,
+                             attn_impl=attn_impl)
+        logp = _finished_logp(jax.nn.log_softmax(logits, -1).reshape(b, w, -1), finished, eos_id)
+        vocab = logp.shape[-1]
+        cand = (score[:, :, None] + logp).reshape(b, w * vocab)
+        score, flat = jax.lax.top_k(cand, w)
+        parent, tok = flat // vocab, (flat % vocab).astype(jnp.int32)
+        seqs = jnp.take_along_axis(seqs, parent[:, :, None], axis=1).at[:, :, i].set(tok)
+        was_done = jnp.take_along_axis(finished, parent, axis=1)
+        lengths = jnp.take_along_axis(lengths, parent, axis=1) + (~was_done).astype(jnp.int32)
+        finished = was_done | (tok == eos_id)
+        rows = (jnp.arange(b)[:, None] * w + parent).reshape(b * w)  # reorder the cache rows
+        cache = cache._replace(k=jnp.take(cache.k, rows, axis=1), v=jnp.take(cache.v, rows, axis=1))
+        return i + 1, seqs, score, finished, lengths, cache, tok
+
+    carry = (jnp.asarray(1, jnp.int32), seqs, score, finished, lengths, state.cache, tok)
+    n, seqs, score, finished, lengths, *_ = jax.lax.while_loop(cond, body, carry)
+    final = score / lengths.astype(jnp.float32) ** length_penalty
+    order = jnp.argsort(-final, axis=1)
+    seqs = jnp.take_along_axis(seqs, order[:, :, None], axis=1)
+    final = jnp.take_along_axis(final, order, axis=1)
+    is_eos = seqs == eos_id
+    after = ((jnp.cumsum(is_eos, axis=-1) - is_eos) > 0) | (jnp.arange(k) >= n)
+    seqs = jnp.where(after, -1, seqs)
+    return BeamOutput(tokens=seqs[:, 0], score=final[:, 0], beams=seqs, scores=final)
+
+
+def beam_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+                beam_size: int = 4, length_penalty: float = 0.0, eos_id: int = 1,
+                cache_dtype=jnp.float32, attn_impl: str = "xla") -> BeamOutput:
+    """Beam search over summed log-probs (step 0 from the un-capped prefill logits, later
+    steps from the capped ones, as in greedy decoding). Finished beams (EOS) keep their
+    score; beams are ranked by score / length ** length_penalty (0: plain sum). Stops
+    when every beam of every example has finished, or after ``max_new_tokens``.
+    beam_size 1 is greedy decoding."""
+    _check(model, images, tokens, input_mask, mask_ar, max_new_tokens)
+    if not 1 <= beam_size <= model.cfg.llm.vocab_size:
+        raise InputError(f"beam_size must be in [1, vocab size], got {beam_size}")
+    return _beam(model, jnp.asarray(images, jnp.float32), jnp.asarray(tokens, jnp.int32),
+                 jnp.asarray(input_mask, bool), jnp.asarray(mask_ar, jnp.int32),
+                 jnp.asarray(eos_id, jnp.int32), jnp.asarray(length_penalty, jnp.float32),
+                 max_new_tokens=int(max_new_tokens), beam_size=int(beam_size),
+                 cache_dtype=jnp.dtype(cache_dtype).name, attn_impl=attn_impl)
