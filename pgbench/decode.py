@@ -14,9 +14,10 @@ Semantics are big_vision's (``predict_fns._decode_with_logp`` over ``gemma_bv``)
 - decoding stops once every row has produced EOS, or after ``max_new_tokens``; the
   result holds -1 after each row's first EOS (EOS itself kept).
 
-``greedy_decode`` / ``sample_decode`` are compiled once per (model structure, batch,
-prompt length, max_new_tokens, cache dtype, sampler settings) and reused, not re-traced,
-per call (the EOS id and the PRNG key are traced arguments).
+``greedy_decode`` / ``sample_decode`` / ``beam_decode`` are compiled once per (model
+structure, batch, prompt length, max_new_tokens, cache dtype, sampler settings or beam
+size) and reused, not re-traced, per call (EOS id, PRNG key and length penalty are
+traced arguments).
 """
 
 from __future__ import annotations
