@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -292,10 +293,11 @@ def _ok_only(stream, skips: list):
 
 
 def _overlay_name(path: Path, used: set[str]) -> str:
-    name, k = f"{path.stem}.png", 1
+    # "_overlay" keeps an --out equal to the input folder from overwriting the images.
+    name, k = f"{path.stem}_overlay.png", 1
     while name in used:
         k += 1
-        name = f"{path.stem}-{k}.png"
+        name = f"{path.stem}_overlay-{k}.png"
     used.add(name)
     return name
 
@@ -382,6 +384,7 @@ def main(args: argparse.Namespace) -> int:
         write = tqdm.write
 
     skipped, done, used_names = [], 0, set()
+    start = time.perf_counter()
     jsonl = out_dir / "predictions.jsonl"
     with open(jsonl, "w", encoding="utf-8") as f:
         for item in predict(model, cfg, tok, paths, args.prompt, batch_size=args.batch_size,
@@ -401,7 +404,8 @@ def main(args: argparse.Namespace) -> int:
             _print_prediction(item, write)
             done += 1
 
-    summary = f"{done} prediction(s) in {jsonl}"
+    seconds = time.perf_counter() - start
+    summary = f"{done} prediction(s) in {jsonl} ({seconds:.1f} s incl. compilation)"
     if skipped:
         summary += f"; skipped {len(skipped)} of {len(paths)} file(s) (not readable images)"
     print(summary, file=sys.stderr)

@@ -143,6 +143,30 @@ def test_detect_prompt_writes_overlays(setup, tmp_path, capsys):
             assert im.size == src.size  # drawn over the original, not the model input
 
 
+def test_detect_boxes_are_printed_and_drawn(setup, tmp_path, capsys, monkeypatch):
+    """The whole CLI path after decoding, with the (random) model's text replaced by a known
+    detection answer: printed boxes, JSONL boxes in original pixels, a drawn PNG."""
+    from pgbench.tokenizer import Tokenizer as Tok
+
+    answer = (structured.format_object((0, 0, 511, 1023), "cat") + " ; <loc0001> broken ; "
+              + structured.format_object((512, 256, 1023, 767), "dog"))
+    monkeypatch.setattr(Tok, "decode", lambda self, ids, strict=False: answer)
+    gray = setup["valid"][1]  # 50 wide, 70 high
+    code = _run(setup, tmp_path, images_arg=[str(gray), str(gray)], prompt="detect a")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "cat: x1=0.0 y1=0.0 x2=50.0 y2=35.0" in out  # 511/1023*70 = 34.97
+    assert "dog: x1=12.5 y1=35.0 x2=37.5 y2=70.0" in out
+    assert "1 malformed object(s) skipped" in out
+    rows = _rows(tmp_path)
+    assert rows[0]["labels"] == ["cat", "dog"] and rows[0]["num_malformed"] == 1
+    np.testing.assert_allclose(rows[0]["boxes"][1], [12.51, 35.03, 37.49, 70.0], atol=0.01)
+    assert [r["overlay"] for r in rows] == ["b_gray_overlay.png", "b_gray_overlay-2.png"]
+    drawn = np.asarray(Image.open(tmp_path / rows[0]["overlay"]))
+    plain = np.repeat(np.asarray(Image.open(gray))[:, :, None], 3, axis=2)
+    assert drawn.shape == plain.shape and np.any(drawn != plain)
+
+
 def test_overlay_draws_parsed_boxes(tmp_path):
     """Given a known detection string, the PNG shows the box at the right pixels."""
     original = np.full((100, 200, 3), 128, np.uint8)
@@ -245,3 +269,26 @@ def test_prompt_bucket_and_task():
     assert predict.task_of("detect cat ; dog") == "detect"
     assert predict.task_of("  Segment the car") == "segment"
     assert predict.task_of("caption en") is None and predict.task_of("detection") is None
+
+
+def test_default_tokenizer_is_the_one_inside_an_hf_directory(tmp_path):
+    from pgbench.errors import TokenizerError
+
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert predict.resolve_tokenizer_path(tmp_path, None) == tmp_path / "tokenizer.json"
+    (tmp_path / "tokenizer.model").write_bytes(b"")
+    assert predict.resolve_tokenizer_path(tmp_path, None) == tmp_path / "tokenizer.model"
+    assert predict.resolve_tokenizer_path(tmp_path, "x.model") == Path("x.model")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TokenizerError, match="--tokenizer"):
+        predict.resolve_tokenizer_path(empty, None)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "--batch-size must be >= 1"),
+    ("--max-new-tokens", "0", "--max-new-tokens must be >= 1"),
+])
+def test_bad_numbers_exit_2(setup, tmp_path, capsys, flag, value, message):
+    assert _run(setup, tmp_path, flag, value, images_arg=[str(setup["valid"][0])]) == 2
+    assert message in capsys.readouterr().err
