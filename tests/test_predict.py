@@ -46,10 +46,14 @@ def setup(tmp_path_factory, tok):
     rng = np.random.default_rng(7)
     Image.fromarray(rng.integers(0, 256, (40, 60, 3), np.uint8)).save(imgs / "a_rgb.png")
     Image.fromarray(rng.integers(0, 256, (70, 50), np.uint8), "L").save(imgs / "b_gray.png")
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(imgs / "c.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).convert("CMYK").save(
+        imgs / "c_cmyk.jpg", quality=90)
     Image.fromarray(rng.integers(0, 256, (30, 90, 4), np.uint8), "RGBA").save(imgs / "d_rgba.png")
     (imgs / "e_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    valid = [imgs / n for n in ("a_rgb.png", "b_gray.png", "c.jpg", "d_rgba.png")]
+    Image.fromarray(rng.integers(0, 65536, (33, 45), np.uint16)).save(imgs / "f_gray16.png")
+    # 5 readable images: with --batch-size 3 the second batch is padded
+    valid = [imgs / n for n in ("a_rgb.png", "b_gray.png", "c_cmyk.jpg", "d_rgba.png",
+                                "f_gray16.png")]
     return dict(root=root, ckpt=ckpt, imgs=imgs, valid=valid,
                 corrupt=imgs / "e_corrupt.jpg")
 
