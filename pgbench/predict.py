@@ -55,11 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checkpoint directory; required for a .npz checkpoint)")
     p.add_argument("--family", choices=["gemma1", "gemma2"],
                    help="LLM family of a .npz checkpoint (default: inferred from its keys)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    p.add_argument("--max-prompt-len", type=int, default=DEFAULT_MAX_PROMPT_LEN,
+    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
+    p.add_argument("--max-prompt-len", type=int, default=DEFAULT_MAX_PROMPT_LEN, metavar="N",
                    help="text budget of the prompt in tokens, [BOS] prompt [SEP] included "
                         f"(default {DEFAULT_MAX_PROMPT_LEN}); a longer prompt is an error")
-    p.add_argument("--batch-size", type=int, default=8, help="images per decode batch (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per decode batch (default 8)")
     p.add_argument("--sampler", choices=["greedy", "sample"], default="greedy")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best tokens (0: off)")
@@ -148,6 +148,7 @@ class Prediction:
     tokens: np.ndarray  # i32[K], -1 after EOS
     image_hw: tuple[int, int]
     parsed: object | None = None  # pgbench.structured.ParseResult
+    original: np.ndarray | None = dataclasses.field(default=None, repr=False)  # u8[H, W, 3]
 
     def to_json(self) -> dict:
         row = {"image": str(self.image), "prompt": self.prompt, "text": self.text}
@@ -219,8 +220,11 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
             sampler=None, seed: int = 0, resize: str = "bigvision", attn_impl: str = "xla",
             vae=None, keep_originals: bool = False, progress: bool = False
             ) -> Iterator[Prediction | Skipped]:
-    """Yield a :class:`Prediction` (or :class:`Skipped` for an unreadable file) per path, in
-    order. Batches are padded to ``batch_size`` so one compiled decode serves every batch.
+    """Yield a :class:`Prediction` (or :class:`Skipped` for an unreadable file) per path.
+
+    Predictions come in input order; a skipped file is reported just before the batch it
+    would have been in. Batches are padded to ``batch_size`` so one compiled decode serves
+    every batch.
 
     With ``keep_originals``, each prediction carries ``original`` (u8[H, W, 3]) for drawing.
     """
@@ -231,11 +235,12 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
     if sampler is None:
         sampler = decode.Sampler()
     text = encode_prompt(tok, prompt, max_prompt_len=max_prompt_len)
-    too_big = text["tokens"][text["input_mask"]] >= cfg.llm.vocab_size
-    if np.any(too_big):
-        raise InputError(f"prompt token ids {sorted(set(text['tokens'][text['input_mask']][too_big].tolist()))[:5]} "
-                         f"are outside the model's vocabulary ({cfg.llm.vocab_size}): the "
-                         "tokenizer does not belong to this checkpoint")
+    real = text["tokens"][text["input_mask"]]
+    if np.any(real >= cfg.llm.vocab_size):
+        bad = sorted(set(real[real >= cfg.llm.vocab_size].tolist()))
+        raise InputError(f"prompt token ids {bad[:5]} are outside the model's vocabulary "
+                         f"({cfg.llm.vocab_size} ids): the tokenizer {tok.path} does not "
+                         "belong to this checkpoint")
     task = task_of(prompt)
     key = jax.random.key(seed)
     bar = None
@@ -267,7 +272,7 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
                 pred = Prediction(image=path, prompt=prompt, text=text_out, tokens=ids,
                                   image_hw=hw, parsed=parse_output(text_out, task, hw, vae))
                 if keep_originals:
-                    pred.original = original  # type: ignore[attr-defined]
+                    pred.original = original
                 yield pred
             if bar is not None:
                 bar.update(n)
@@ -308,7 +313,7 @@ def _write_overlay(pred: Prediction, out_dir: Path, used: set[str]) -> Path:
     from pgbench.overlay import draw_overlay
 
     r = pred.parsed
-    image = PIL.Image.fromarray(pred.original, "RGB")  # type: ignore[attr-defined]
+    image = PIL.Image.fromarray(pred.original, "RGB")
     masks = r.masks if r.masks is not None and len(r.masks) else None
     dest = out_dir / _overlay_name(pred.image, used)
     draw_overlay(image, r.boxes, r.labels, masks).save(dest)

@@ -177,8 +177,8 @@ def test_overlay_draws_parsed_boxes(tmp_path):
     text = structured.format_object((102, 205, 511, 818), "cat")  # y1 x1 y2 x2 bins
     parsed = structured.parse_detections(text, image_hw=(100, 200))
     pred = predict.Prediction(image=Path("x.png"), prompt="detect cat", text=text,
-                              tokens=np.zeros(1, np.int32), image_hw=(100, 200), parsed=parsed)
-    pred.original = original
+                              tokens=np.zeros(1, np.int32), image_hw=(100, 200), parsed=parsed,
+                              original=original)
     dest = predict._write_overlay(pred, tmp_path, set())
     drawn = np.asarray(Image.open(dest))
     x1, y1, x2, y2 = parsed.boxes[0]
@@ -224,8 +224,8 @@ def test_segment_overlay_blends_the_pasted_mask(tmp_path):
     np.testing.assert_array_equal(parsed.masks[0], expected)
 
     pred = predict.Prediction(image=Path("s.png"), prompt="segment blob", text=text,
-                              tokens=np.zeros(1, np.int32), image_hw=hw, parsed=parsed)
-    pred.original = np.zeros((*hw, 3), np.uint8)
+                              tokens=np.zeros(1, np.int32), image_hw=hw, parsed=parsed,
+                              original=np.zeros((*hw, 3), np.uint8))
     drawn = np.asarray(Image.open(predict._write_overlay(pred, tmp_path, set())))
     (py1, px1, py2, px2), _ = structured.pixel_box(bins, *hw)
     inner = np.zeros(hw, bool)
@@ -296,3 +296,16 @@ def test_default_tokenizer_is_the_one_inside_an_hf_directory(tmp_path):
 def test_bad_numbers_exit_2(setup, tmp_path, capsys, flag, value, message):
     assert _run(setup, tmp_path, flag, value, images_arg=[str(setup["valid"][0])]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tokenizer_of_another_model_is_an_error(tmp_path, capsys):
+    """A model whose vocabulary (1100) is smaller than the prompt's ids (the separator is 1156)."""
+    cfg = get_preset("pg1-tiny").replace_llm(vocab_size=1100)
+    ckpt = tmp_path / "small_vocab.npz"
+    write_bigvision_npz(to_bigvision_params(init_params(cfg, jax.random.key(1))), ckpt)
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    code = cli_main(["predict", "--checkpoint", str(ckpt), "--tokenizer", str(TOKENIZER),
+                     "--image", str(img), "--prompt", "caption en", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside the model's vocabulary (1100 ids)" in err
