@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 import time
 
@@ -43,3 +44,12 @@ def have_transformers() -> bool:
     except ImportError:
         return False
     return True
+
+
+def write_results(stem: Path, res: dict, markdown: str) -> None:
+    """Write ``stem``.json (every figure) and ``stem``.md (the table), and print the table."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)

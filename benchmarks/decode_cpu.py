@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, spawn, time_calls
+from benchmarks.common import have_transformers, spawn, time_calls, write_results
 from benchmarks.flops import weight_bytes_per_token
 from pgbench.config import GemmaConfig, PaliGemmaConfig, SigLIPConfig
 
@@ -195,11 +195,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     res = run(args)
     res["wall_s"] = time.perf_counter() - t0
-    stem = Path(args.out)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    stem.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(Path(args.out), res, markdown(res))
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, spawn, time_calls
+from benchmarks.common import have_transformers, spawn, time_calls, write_results
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -215,11 +215,7 @@ def main(argv=None):
         print(json.dumps(ROLES[args.role](args)))
         return 0
     res = run(args)
-    stem = Path(args.out) if args.out else RESULTS / f"forward_cpu_{args.preset}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    stem.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(Path(args.out) if args.out else RESULTS / f"forward_cpu_{args.preset}", res, markdown(res))
     return 0
 
 

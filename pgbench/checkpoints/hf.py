@@ -28,7 +28,7 @@ from pgbench.checkpoints.bigvision_npz import aligned_empty
 from pgbench.checkpoints.infer import apply_options
 from pgbench.config import GemmaConfig, PaliGemmaConfig, SigLIPConfig
 from pgbench.errors import CheckpointError
-from pgbench.model.params import check_keys, expected_shapes
+from pgbench.model.params import check_keys, expected_shapes, shape_mismatches
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -339,23 +339,13 @@ class HFCheckpoint:
         return found
 
     def _validate(self, found: Mapping[str, _TensorInfo]) -> None:
-        want = hm.expected_hf_shapes(self.cfg)
-        missing = sorted(set(want) - set(found))
-        extra = sorted(set(found) - set(want))
-        bad = [f"{k} ({found[k].file.name}): expected {want[k]}, found {found[k].shape}"
-               for k in sorted(set(want) & set(found)) if found[k].shape != want[k]]
-        if missing or extra or bad:
-            parts = []
-            if missing:
-                parts.append("missing tensors: " + ", ".join(missing))
-            if extra:
-                parts.append("unexpected tensors: " + ", ".join(extra))
-            if bad:
-                parts.append("wrong shapes: " + "; ".join(bad))
+        problems = shape_mismatches(hm.expected_hf_shapes(self.cfg), {k: v.shape for k, v in found.items()},
+                                    noun="tensors", label=lambda k: f"{k} ({found[k].file.name})")
+        if problems:
             raise CheckpointError(f"{self.path} does not fit the model its config.json describes "
                                   f"({self.cfg.llm.family}, vision {self.cfg.vision.image_size}px, "
                                   f"LLM width {self.cfg.llm.width} x {self.cfg.llm.depth} layers): "
-                                  + " | ".join(parts))
+                                  + problems)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self._shapes)

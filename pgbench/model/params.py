@@ -83,21 +83,26 @@ def expected_shapes(cfg: PaliGemmaConfig) -> dict[str, tuple[int, ...]]:
 
 def check_keys(shapes: Mapping[str, tuple[int, ...]], cfg: PaliGemmaConfig, source: str = "checkpoint"):
     """Raise one CheckpointError listing missing, unexpected and misshapen keys."""
-    want = expected_shapes(cfg)
-    missing = sorted(set(want) - set(shapes))
-    extra = sorted(set(shapes) - set(want))
-    bad = [f"{k}: expected {want[k]}, found {tuple(shapes[k])}"
-           for k in sorted(set(want) & set(shapes)) if tuple(shapes[k]) != want[k]]
-    if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append("missing keys: " + ", ".join(missing))
-        if extra:
-            parts.append("unexpected keys: " + ", ".join(extra))
-        if bad:
-            parts.append("wrong shapes: " + "; ".join(bad))
-        raise CheckpointError(f"{source} does not fit model {cfg.name!r} ({cfg.llm.family}): "
-                              + " | ".join(parts))
+    problems = shape_mismatches(expected_shapes(cfg), shapes)
+    if problems:
+        raise CheckpointError(f"{source} does not fit model {cfg.name!r} ({cfg.llm.family}): {problems}")
+
+
+def shape_mismatches(want: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], *,
+                     noun: str = "keys", label=lambda key: key) -> str | None:
+    """One line naming every missing, unexpected and misshapen entry, or None if all fit."""
+    missing = sorted(set(want) - set(found))
+    extra = sorted(set(found) - set(want))
+    bad = [f"{label(k)}: expected {tuple(want[k])}, found {tuple(found[k])}"
+           for k in sorted(set(want) & set(found)) if tuple(found[k]) != tuple(want[k])]
+    parts = []
+    if missing:
+        parts.append(f"missing {noun}: " + ", ".join(missing))
+    if extra:
+        parts.append(f"unexpected {noun}: " + ", ".join(extra))
+    if bad:
+        parts.append("wrong shapes: " + "; ".join(bad))
+    return " | ".join(parts) or None
 
 
 def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, np.ndarray],
