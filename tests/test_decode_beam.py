@@ -65,7 +65,7 @@ def _rescore(model, inp, beams, eos_id):
     return scores.reshape(b, w)
 
 
-@pytest.mark.parametrize("eos_from_greedy", [False, True])
+@pytest.mark.parametrize("eos_from_greedy", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_beam_scores_match_an_uncached_rescoring(pg1, eos_from_greedy):
     model, inp, out = pg1
     # with EOS = a token greedy emits mid-way, some beams finish early and stop scoring

@@ -77,10 +77,18 @@ def test_pallas_seam_matches_xla():
     pytest.importorskip("pgbench.kernels")
     q, k, v, c, valid = _inputs()
     rows = valid[:, :, None, None]
-    for kw in (dict(), dict(softcap=3.0), dict(window=3)):
-        got = attention(q, k, v, ar_cumsum=c, valid=valid, impl="pallas", **kw)
-        want = attention(q, k, v, ar_cumsum=c, valid=valid, **kw)
-        np.testing.assert_allclose(np.where(rows, got, 0), np.where(rows, want, 0), atol=1e-5)
+    kw = dict(softcap=3.0, window=3)  # one interpret-mode compile covers both options
+    got = attention(q, k, v, ar_cumsum=c, valid=valid, impl="pallas", **kw)
+    want = attention(q, k, v, ar_cumsum=c, valid=valid, **kw)
+    np.testing.assert_allclose(np.where(rows, got, 0), np.where(rows, want, 0), atol=1e-5)
+    # and the cached-query path (prefix_lm_decode_attention)
+    last = slice(7, 10)
+    got = attention(q[:, last], k, v, ar_cumsum=c, valid=valid, q_ar_cumsum=c[:, last],
+                    q_valid=valid[:, last], impl="pallas", **kw)
+    want = attention(q[:, last], k, v, ar_cumsum=c, valid=valid, q_ar_cumsum=c[:, last],
+                     q_valid=valid[:, last], **kw)
+    np.testing.assert_allclose(np.where(rows[:, last], got, 0), np.where(rows[:, last], want, 0),
+                               atol=1e-5)
 
 
 def test_bfloat16_inputs_keep_float32_statistics():
