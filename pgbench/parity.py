@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from pgbench.checkpoints.bigvision_npz import read_npz_arrays
 from pgbench.errors import ReferenceCaseError
 
 FORMAT_VERSION = 1
@@ -99,13 +100,8 @@ class Report:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise ReferenceCaseError(f"{path}: missing (a reference case needs inputs.npz and outputs.npz)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:  # zipfile/format errors come in many types
-        raise ReferenceCaseError(f"{path}: not a readable .npz archive ({e})") from None
+    return read_npz_arrays(path, error=ReferenceCaseError,
+                           missing_hint="a reference case needs inputs.npz and outputs.npz")
 
 
 def load_case(path: str | Path) -> Case:

@@ -33,6 +33,7 @@ import PIL.Image
 
 from pgbench import structured
 from pgbench.errors import CheckpointError, InputError, ReferenceCaseError
+from pgbench.checkpoints.bigvision_npz import read_npz_arrays
 
 CODEBOOK_SIZE = 128
 CODE_DIM = 512
@@ -77,13 +78,7 @@ class VQVAE(eqx.Module):
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: VQ-VAE checkpoint not found (expected the vae-oid.npz layout)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable .npz archive ({e})") from None
+    return read_npz_arrays(path, missing_hint="VQ-VAE checkpoint not found; expected the vae-oid.npz layout")
 
 
 def _fetch(flat: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -34,6 +34,23 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[off:off + n].view(dtype).reshape(shape)
 
 
+def read_npz_arrays(path: str | Path, *, error: type[Exception] = CheckpointError,
+                    missing_hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of a small ``.npz`` file (reference cases, the VQ-VAE), eagerly.
+
+    A missing or unreadable file raises ``error`` naming the path (``missing_hint`` says
+    what the file should have been).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: missing{f' ({missing_hint})' if missing_hint else ''}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile, format and CRC errors come in many types
+        raise error(f"{path}: not a readable .npz archive ({e})") from None
+
+
 class NpzCheckpoint:
     """Lazy reader: ``shapes()`` from the member headers, ``read(key)`` one array at a time."""
 
