@@ -188,8 +188,10 @@ def _paligemma_outputs(case: Case, wanted: list[str], attn_impl: str
     from pgbench.model import paligemma
 
     ck = case.checkpoint
+    # the per-layer form: what predict and evaluation run (the stacked/scanned form is
+    # checked against the same cases in tests/model)
     model, cfg = load_checkpoint(case.checkpoint_path, family=ck.get("llm_family"),
-                                 options=ck.get("options") or {})
+                                 options=ck.get("options") or {}, stacked=False)
     inp = case.inputs()
     for key in ("images", "tokens", "input_mask", "mask_ar"):
         if key not in inp:

@@ -57,7 +57,7 @@ def check_against_transformers(checkpoint: str | Path, *, family: str | None = N
     from pgbench.model.params import to_bigvision_params
 
     checkpoint = Path(checkpoint)
-    model, cfg = load_checkpoint(checkpoint, family=family)
+    model, cfg = load_checkpoint(checkpoint, family=family, stacked=False)
     if cfg.llm.family == "gemma2":
         cfg = cfg.replace_llm(apply_sliding_window=True, final_logits_softcap=30.0)
         model = dataclasses.replace(model, cfg=cfg, llm=dataclasses.replace(model.llm, cfg=cfg.llm))

@@ -369,7 +369,7 @@ def main(args: argparse.Namespace) -> int:
     # Check the prompt before the (slow) checkpoint load.
     encode_prompt(tok, args.prompt, max_prompt_len=args.max_prompt_len)
 
-    model, cfg = load_checkpoint(ckpt, family=args.family)
+    model, cfg = load_checkpoint(ckpt, family=args.family, stacked=False)
     if tok.vocab_size > cfg.llm.vocab_size:
         log.warning("tokenizer %s has %d pieces, the model's vocabulary %d", tok.path,
                     tok.vocab_size, cfg.llm.vocab_size)

@@ -52,11 +52,13 @@ def open_checkpoint(path: str | Path, *, family: str | None = None,
 
 
 def load_checkpoint(path: str | Path, *, family: str | None = None,
-                    options: Mapping[str, Any] | None = None, dtype=None):
+                    options: Mapping[str, Any] | None = None, dtype=None, stacked: bool = True):
     """Load a big_vision ``.npz`` file or a Hugging Face directory -> (model, config).
 
     Tensors are read and converted one at a time, so the checkpoint never sits in memory
     twice. ``family``/``options`` supply what shapes cannot (see ``infer_config``).
+    ``stacked=False`` holds the layers one block each: the faster form for inference
+    (``pgbench predict`` and ``parity`` load it); keep the default for training.
     """
     from pgbench.model.params import from_bigvision_params
 
@@ -65,7 +67,8 @@ def load_checkpoint(path: str | Path, *, family: str | None = None,
         raise CheckpointError(f"{path}: no such checkpoint file or directory")
     reader, cfg = open_checkpoint(path, family=family, options=options)
     try:
-        model = from_bigvision_params(_Streaming(reader), cfg, dtype=dtype, source=str(path), consume=True)
+        model = from_bigvision_params(_Streaming(reader), cfg, dtype=dtype, source=str(path),
+                                      consume=True, stacked=stacked)
     finally:
         reader.close()
     return model, cfg

@@ -1,8 +1,19 @@
 """Gemma 1 / Gemma 2 decoder with an explicit KV cache.
 
-Layers are stacked (leading ``depth`` axis) and run with ``lax.scan``; Gemma 2's
-alternating local/global layers are a scanned boolean, not a Python branch. Parameter
-layouts are big_vision's (``llm/...``).
+Weights are stored as plain ``[in, out]`` matrices (q, k, v, output, gate, up, down),
+so every projection is one 2-D matmul with no transpose or slice of a weight at run
+time. The layers come in one of two forms, same math:
+
+- stacked: one ``DecoderBlocks`` whose arrays carry a leading [L] axis, run with
+  ``lax.scan`` (one compiled layer; the training form);
+- unstacked: a tuple of per-layer ``DecoderBlocks``, run as an unrolled loop. On CPU a
+  scanned layer copies its weights out of the stack on every step, which doubles the
+  memory traffic of decoding; the unstacked form reads each weight in place
+  (``paligemma.with_layers`` converts; loaders take ``stacked=``).
+
+Gemma 2's alternating local/global layers are a scanned boolean in the stacked form and
+a per-layer constant in the unstacked one. big_vision's names map onto these fields in
+``params.py``.
 """
 
 from __future__ import annotations
@@ -16,28 +27,54 @@ import numpy as np
 
 from pgbench.config import GemmaConfig
 from pgbench.model.attention import attention
-from pgbench.model.ops import gelu, rms_norm, rope, softcap
+from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
 
 NO_WINDOW = np.iinfo(np.int32).max
 
 
 class DecoderBlocks(eqx.Module):
-    """Stacked decoder blocks; every array has a leading [L] axis."""
+    """Decoder block weights; stacked, every array has a leading [L] axis as well.
 
-    pre_attention_norm: jax.Array  # [L, D]
-    q_einsum: jax.Array  # [L, H, D, hd]
-    kv_einsum: jax.Array  # [L, 2, KVH, D, hd] (0: K, 1: V)
-    attn_vec_einsum: jax.Array  # [L, H, hd, D]
-    pre_ffw_norm: jax.Array  # [L, D]
-    gating_einsum: jax.Array  # [L, 2, D, F] (0: GELU gate, 1: up)
-    linear: jax.Array  # [L, F, D]
-    post_attention_norm: jax.Array | None  # [L, D], Gemma 2 only
-    post_ffw_norm: jax.Array | None  # [L, D], Gemma 2 only
+    Query heads are laid out head-major along the output axis (``[D, H * hd]``), K/V
+    likewise with the KV heads.
+    """
+
+    pre_attention_norm: jax.Array  # [D]
+    q: jax.Array  # [D, H * hd]
+    k: jax.Array  # [D, KVH * hd]
+    v: jax.Array  # [D, KVH * hd]
+    attn_out: jax.Array  # [H * hd, D]
+    pre_ffw_norm: jax.Array  # [D]
+    gate: jax.Array  # [D, F] (GELU branch)
+    up: jax.Array  # [D, F]
+    down: jax.Array  # [F, D]
+    post_attention_norm: jax.Array | None  # [D], Gemma 2 only
+    post_ffw_norm: jax.Array | None  # [D], Gemma 2 only
+
+
+def is_stacked(blocks) -> bool:
+    return not isinstance(blocks, tuple)
+
+
+def unstack_layers(blocks: eqx.Module | tuple) -> tuple:
+    """Stacked blocks (either tower) -> a tuple of per-layer blocks (eager: copies each
+    layer out once)."""
+    if not is_stacked(blocks):
+        return blocks
+    depth = jax.tree.leaves(blocks)[0].shape[0]
+    return tuple(jax.tree.map(lambda a: a[i], blocks) for i in range(depth))
+
+
+def stack_layers(blocks: eqx.Module | tuple):
+    """A tuple of per-layer blocks -> one stacked block (the inverse of unstack_layers)."""
+    if is_stacked(blocks):
+        return blocks
+    return jax.tree.map(lambda *a: jnp.stack(a), *blocks)
 
 
 class Gemma(eqx.Module):
     input_embedding: jax.Array  # [V, D], tied with the output layer
-    blocks: DecoderBlocks
+    blocks: DecoderBlocks | tuple  # stacked, or one DecoderBlocks per layer
     final_norm: jax.Array  # [D]
     cfg: GemmaConfig = eqx.field(static=True)
 
@@ -77,13 +114,19 @@ def embed_tokens(model: Gemma, tokens):
     return x * jnp.sqrt(jnp.float32(model.cfg.width)).astype(x.dtype)
 
 
+def layer_window(cfg: GemmaConfig, i: int) -> int | None:
+    """Layer i's sliding window, or None (a global layer, or the window is off, which is
+    big_vision's semantics)."""
+    on = cfg.apply_sliding_window and cfg.sliding_window and cfg.layer_is_local(i)
+    return cfg.sliding_window if on else None
+
+
 def _layer_windows(cfg: GemmaConfig):
-    """i32[L]: the window of each layer (NO_WINDOW on global layers), or None when the
-    sliding window is off (big_vision's semantics)."""
+    """i32[L]: every layer's window (NO_WINDOW on global layers) for the scanned form, or
+    None when the sliding window is off."""
     if not (cfg.apply_sliding_window and cfg.sliding_window):
         return None
-    return jnp.asarray([cfg.sliding_window if cfg.layer_is_local(i) else NO_WINDOW
-                        for i in range(cfg.depth)], jnp.int32)
+    return jnp.asarray([layer_window(cfg, i) or NO_WINDOW for i in range(cfg.depth)], jnp.int32)
 
 
 def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache | None = None,
@@ -101,15 +144,16 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
     Returns (h [B, N, D] before the final norm, the updated cache or None).
     """
     cfg = model.cfg
-    windows = _layer_windows(cfg)
     if cache is not None and write_index is None:
         raise ValueError("write_index is required with a cache")
+    b, n, _ = x.shape
+    H, K, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def block(x, layer: DecoderBlocks, window, k_cache, v_cache):
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
-        q = jnp.einsum("bnd,hdk->bnhk", h, layer.q_einsum)
-        k = jnp.einsum("bnd,hdk->bnhk", h, layer.kv_einsum[0])
-        v = jnp.einsum("bnd,hdk->bnhk", h, layer.kv_einsum[1])
+        q = dense(h, layer.q).reshape(b, n, H, hd)
+        k = dense(h, layer.k).reshape(b, n, K, hd)
+        v = dense(h, layer.v).reshape(b, n, K, hd)
         q = rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
         k = rope(k, positions, cfg.rope_base)
         if k_cache is not None:
@@ -128,23 +172,33 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
                           ar_cumsum=cache.ar_cumsum, valid=cache.valid, q_ar_cumsum=ar_cumsum,
                           q_valid=valid, softcap=cfg.attn_logits_softcap, window=window,
                           q_positions=positions, k_positions=cache.positions, impl=impl)
-        o = jnp.einsum("bnhk,hkd->bnd", o.astype(x.dtype), layer.attn_vec_einsum)
+        o = dense(o.astype(x.dtype).reshape(b, n, H * hd), layer.attn_out)
         if layer.post_attention_norm is not None:
             o = rms_norm(o, layer.post_attention_norm, cfg.norm_eps)
         x = x + o
         h = rms_norm(x, layer.pre_ffw_norm, cfg.norm_eps)
-        f = gelu(h @ layer.gating_einsum[0]) * (h @ layer.gating_einsum[1])
-        f = f @ layer.linear
+        f = dense(gelu(dense(h, layer.gate)) * dense(h, layer.up), layer.down)
         if layer.post_ffw_norm is not None:
             f = rms_norm(f, layer.post_ffw_norm, cfg.norm_eps)
         return x + f, k_cache, v_cache
+
+    if not is_stacked(model.blocks):
+        ks, vs = [], []
+        for i, layer in enumerate(model.blocks):
+            x, k_i, v_i = block(x, layer, layer_window(cfg, i), None if cache is None else cache.k[i],
+                                None if cache is None else cache.v[i])
+            ks.append(k_i)
+            vs.append(v_i)
+        if cache is not None:
+            cache = cache._replace(k=jnp.stack(ks), v=jnp.stack(vs))
+        return x, cache
 
     def step(x, scanned):
         layer, window, k_cache, v_cache = scanned
         x, k_cache, v_cache = block(x, layer, window, k_cache, v_cache)
         return x, (k_cache, v_cache)
 
-    xs = (model.blocks, windows,
+    xs = (model.blocks, _layer_windows(cfg),
           None if cache is None else cache.k, None if cache is None else cache.v)
     x, (k_new, v_new) = jax.lax.scan(step, x, xs)
     if cache is not None:

@@ -34,6 +34,15 @@ def cast(model: PaliGemma, dtype) -> PaliGemma:
     return jax.tree.map(f, model)
 
 
+def with_layers(model: PaliGemma, *, stacked: bool) -> PaliGemma:
+    """The model with both towers' layers stacked (run with ``lax.scan``) or one block per
+    layer (an unrolled loop, the faster form for inference on CPU); see ``gemma.py``.
+    Eager: copies each converted weight once."""
+    convert = gemma.stack_layers if stacked else gemma.unstack_layers
+    return eqx.tree_at(lambda m: (m.img.blocks, m.llm.blocks), model,
+                       (convert(model.img.blocks), convert(model.llm.blocks)))
+
+
 def embed_image(model: PaliGemma, images, *, attn_impl: str = "xla"):
     """images f32[B, H, W, 3] in [-1, 1] -> zimg [B, N_img, D] (never rescaled, as big_vision)."""
     return siglip.encode(model.img, images, impl=attn_impl)

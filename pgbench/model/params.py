@@ -3,6 +3,11 @@
 The flat dict uses the member names of a big_vision ``.npz`` (``img/...``, ``llm/...``,
 stacked layers with a leading depth axis). Checkpoint readers produce it (the Hugging Face
 reader converts to it); the model is built from it and exported back to it.
+
+big_vision keeps attention weights as per-head einsum operands (``[H, D, hd]``) and the
+MLP's gate and up projections in one ``[2, D, F]`` array; the model holds plain
+``[in, out]`` matrices (see ``gemma.py``). The reshapes between the two live here and
+only here.
 """
 
 from __future__ import annotations
@@ -105,56 +110,138 @@ def shape_mismatches(want: Mapping[str, tuple[int, ...]], found: Mapping[str, tu
     return " | ".join(parts) or None
 
 
+def _heads_in(w: np.ndarray) -> np.ndarray:
+    """[..., H, D, hd] (big_vision q/k/v einsum) -> [..., D, H * hd]."""
+    return np.swapaxes(w, -3, -2).reshape(*w.shape[:-3], w.shape[-2], w.shape[-3] * w.shape[-1])
+
+
+def _heads_out(w: np.ndarray, heads: int) -> np.ndarray:
+    """The inverse of _heads_in: [..., D, H * hd] -> [..., H, D, hd]."""
+    d = w.shape[-2]
+    return np.swapaxes(w.reshape(*w.shape[:-2], d, heads, w.shape[-1] // heads), -3, -2)
+
+
+def _flatten_heads(w: np.ndarray, axis_count: int) -> np.ndarray:
+    """Merge the (heads, head_dim) axes: ``axis_count`` 2 for [..., H, hd] -> [..., H * hd]
+    (biases, output kernels from the front: [..., H, hd, C] -> [..., H * hd, C] with 3)."""
+    if axis_count == 2:
+        return w.reshape(*w.shape[:-2], -1)
+    return w.reshape(*w.shape[:-3], w.shape[-3] * w.shape[-2], w.shape[-1])
+
+
+def _siglip_fields(take, cfg: PaliGemmaConfig):
+    """Yield (field, array with a leading [L]) for EncoderBlocks, reading each key once."""
+    for f, k in SIGLIP_BLOCKS.items():
+        w = take(k)
+        if f in ("q_kernel", "k_kernel", "v_kernel", "q_bias", "k_bias", "v_bias"):
+            w = _flatten_heads(w, 2)
+        elif f == "out_kernel":
+            w = _flatten_heads(w, 3)
+        yield f, w
+
+
+def _gemma_fields(take, has_key, cfg: PaliGemmaConfig):
+    """Yield (field, array with a leading [L]) for DecoderBlocks, reading each key once."""
+    g = cfg.llm
+    yield "pre_attention_norm", take(GEMMA_BLOCKS["pre_attention_norm"])
+    if has_key(QKV_EINSUM):
+        qkv = take(QKV_EINSUM)  # [L, 3, H, D, hd]
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    else:
+        q = take(GEMMA_BLOCKS["q_einsum"])  # [L, H, D, hd]
+        kv = take(GEMMA_BLOCKS["kv_einsum"])  # [L, 2, KVH, D, hd]
+        k, v = kv[:, 0], kv[:, 1]
+    yield "q", _heads_in(q)
+    yield "k", _heads_in(k)
+    yield "v", _heads_in(v)
+    del q, k, v
+    yield "attn_out", _flatten_heads(take(GEMMA_BLOCKS["attn_vec_einsum"]), 3)
+    yield "pre_ffw_norm", take(GEMMA_BLOCKS["pre_ffw_norm"])
+    gating = take(GEMMA_BLOCKS["gating_einsum"])  # [L, 2, D, F]
+    yield "gate", gating[:, 0]
+    yield "up", gating[:, 1]
+    del gating
+    yield "down", take(GEMMA_BLOCKS["linear"])
+    for f in ("post_attention_norm", "post_ffw_norm"):
+        yield f, take(GEMMA_BLOCKS[f]) if g.post_norms else None
+
+
+def _build_blocks(cls, fields, depth: int, stacked: bool, to_jax):
+    """Per-field numpy arrays [L, ...] -> one stacked ``cls`` or a tuple of per-layer ones."""
+    if stacked:
+        return cls(**{f: None if w is None else to_jax(w) for f, w in fields})
+    layers = [{} for _ in range(depth)]
+    for f, w in fields:
+        for i in range(depth):
+            layers[i][f] = None if w is None else to_jax(w[i])
+        del w
+    return tuple(cls(**kw) for kw in layers)
+
+
 def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, np.ndarray],
                           cfg: PaliGemmaConfig, *, dtype=None, source: str = "checkpoint",
-                          consume: bool = False) -> PaliGemma:
+                          consume: bool = False, stacked: bool = True) -> PaliGemma:
     """Build the model from a flat big_vision dict (checked first against ``cfg``).
 
     ``dtype`` casts every parameter (default: keep the stored dtype). With
     ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
     checkpoint never exists twice in memory. A lazy mapping may offer ``shapes()`` so
-    that checking needs no array read.
+    that checking needs no array read. ``stacked=False`` builds both towers' layers as
+    tuples of per-layer blocks (faster inference on CPU, see ``gemma.py``).
     """
     shapes = flat.shapes() if hasattr(flat, "shapes") else {k: np.shape(v) for k, v in flat.items()}
     check_keys(shapes, cfg, source)
 
     def take(key):
-        arr = flat.pop(key) if consume else flat[key]
-        out = jnp.asarray(arr, dtype=dtype) if dtype is not None else jnp.asarray(arr)
-        del arr
-        return out
+        return flat.pop(key) if consume else flat[key]
 
-    img_blocks = EncoderBlocks(**{f: take(k) for f, k in SIGLIP_BLOCKS.items()})
-    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: take(k) for f, k in SIGLIP_TOP.items()})
-    g = cfg.llm
-    fields = {}
-    if QKV_EINSUM in flat:
-        qkv = take(QKV_EINSUM)
-        fields["q_einsum"], fields["kv_einsum"] = qkv[:, 0], qkv[:, 1:]
-        del qkv
-    for f, k in GEMMA_BLOCKS.items():
-        if f in fields:
-            continue
-        fields[f] = take(k) if (f not in ("post_attention_norm", "post_ffw_norm") or g.post_norms) else None
-    llm = Gemma(blocks=DecoderBlocks(**fields), cfg=g, **{f: take(k) for f, k in GEMMA_TOP.items()})
+    def to_jax(arr):
+        return jnp.asarray(arr, dtype=dtype) if dtype is not None else jnp.asarray(arr)
+
+    img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg), cfg.vision.depth, stacked, to_jax)
+    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(take(k)) for f, k in SIGLIP_TOP.items()})
+    llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg),
+                               cfg.llm.depth, stacked, to_jax)
+    llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
     return PaliGemma(img=img, llm=llm, cfg=cfg)
+
+
+def _stacked_numpy(blocks) -> dict[str, np.ndarray]:
+    """Every field of stacked or per-layer blocks as one numpy array with a leading [L]."""
+    if isinstance(blocks, tuple):
+        return {f: None if getattr(blocks[0], f) is None
+                else np.stack([np.asarray(getattr(b, f)) for b in blocks])
+                for f in blocks[0].__dataclass_fields__}
+    return {f: None if getattr(blocks, f) is None else np.asarray(getattr(blocks, f))
+            for f in blocks.__dataclass_fields__}
 
 
 def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
     """The model's parameters under big_vision's names (numpy arrays, stored dtype)."""
-    out = {k: np.asarray(getattr(model.img.blocks, f)) for f, k in SIGLIP_BLOCKS.items()}
+    v, g = model.cfg.vision, model.cfg.llm
+    img = _stacked_numpy(model.img.blocks)
+    for f in ("q_kernel", "k_kernel", "v_kernel"):
+        img[f] = img[f].reshape(*img[f].shape[:-1], v.num_heads, v.head_dim)
+    for f in ("q_bias", "k_bias", "v_bias"):
+        img[f] = img[f].reshape(*img[f].shape[:-1], v.num_heads, v.head_dim)
+    img["out_kernel"] = img["out_kernel"].reshape(v.depth, v.num_heads, v.head_dim, -1)
+    out = {k: img[f] for f, k in SIGLIP_BLOCKS.items()}
     out.update({k: np.asarray(getattr(model.img, f)) for f, k in SIGLIP_TOP.items()})
     out.update({k: np.asarray(getattr(model.llm, f)) for f, k in GEMMA_TOP.items()})
-    blocks = model.llm.blocks
-    for f, k in GEMMA_BLOCKS.items():
-        value = getattr(blocks, f)
-        if value is not None:
-            out[k] = np.asarray(value)
-    g = model.cfg.llm
+    llm = _stacked_numpy(model.llm.blocks)
+    q = _heads_out(llm["q"], g.num_heads)
+    k, v_ = _heads_out(llm["k"], g.num_kv_heads), _heads_out(llm["v"], g.num_kv_heads)
     if g.num_kv_heads == g.num_heads:
-        q = out.pop(GEMMA_BLOCKS["q_einsum"])
-        kv = out.pop(GEMMA_BLOCKS["kv_einsum"])
-        out[QKV_EINSUM] = np.concatenate([q[:, None], kv], axis=1)
+        out[QKV_EINSUM] = np.stack([q, k, v_], axis=1)
+    else:
+        out[GEMMA_BLOCKS["q_einsum"]] = np.ascontiguousarray(q)
+        out[GEMMA_BLOCKS["kv_einsum"]] = np.stack([k, v_], axis=1)
+    out[GEMMA_BLOCKS["attn_vec_einsum"]] = llm["attn_out"].reshape(g.depth, g.num_heads, g.head_dim, -1)
+    out[GEMMA_BLOCKS["gating_einsum"]] = np.stack([llm["gate"], llm["up"]], axis=1)
+    for f in ("pre_attention_norm", "pre_ffw_norm", "post_attention_norm", "post_ffw_norm"):
+        if llm[f] is not None:
+            out[GEMMA_BLOCKS[f]] = llm[f]
+    out[GEMMA_BLOCKS["linear"]] = llm["down"]
     return out
 
 

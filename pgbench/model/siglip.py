@@ -1,7 +1,9 @@
 """SigLIP ViT image encoder (So400m/14 and smaller) plus PaliGemma's linear projection.
 
-Layers are stacked (leading ``depth`` axis on every leaf) and run with ``lax.scan``.
-Parameter layouts are big_vision's, so loading is a renaming (see ``params.py``).
+Weights are ``[in, out]`` matrices (heads flattened head-major), so every projection is
+one 2-D matmul. Layers are stacked (leading ``depth`` axis, run with ``lax.scan``) or a
+tuple of per-layer blocks (an unrolled loop, which reads each weight in place; see
+``gemma.py``). big_vision's names map onto these fields in ``params.py``.
 """
 
 from __future__ import annotations
@@ -13,35 +15,35 @@ import jax.numpy as jnp
 from pgbench.config import SigLIPConfig
 from pgbench.errors import InputError
 from pgbench.model.attention import attention
-from pgbench.model.ops import gelu, layer_norm
+from pgbench.model.ops import dense, gelu, layer_norm
 
 
 class EncoderBlocks(eqx.Module):
-    """Stacked pre-LN transformer blocks; every array has a leading [L] axis."""
+    """Pre-LN transformer block weights; stacked, every array has a leading [L] axis too."""
 
-    ln0_scale: jax.Array  # [L, C]
-    ln0_bias: jax.Array  # [L, C]
-    q_kernel: jax.Array  # [L, C, heads, head_dim]
-    q_bias: jax.Array  # [L, heads, head_dim]
+    ln0_scale: jax.Array  # [C]
+    ln0_bias: jax.Array  # [C]
+    q_kernel: jax.Array  # [C, heads * head_dim]
+    q_bias: jax.Array  # [heads * head_dim]
     k_kernel: jax.Array
     k_bias: jax.Array
     v_kernel: jax.Array
     v_bias: jax.Array
-    out_kernel: jax.Array  # [L, heads, head_dim, C]
-    out_bias: jax.Array  # [L, C]
+    out_kernel: jax.Array  # [heads * head_dim, C]
+    out_bias: jax.Array  # [C]
     ln1_scale: jax.Array
     ln1_bias: jax.Array
-    mlp0_kernel: jax.Array  # [L, C, mlp]
-    mlp0_bias: jax.Array  # [L, mlp]
-    mlp1_kernel: jax.Array  # [L, mlp, C]
-    mlp1_bias: jax.Array  # [L, C]
+    mlp0_kernel: jax.Array  # [C, mlp]
+    mlp0_bias: jax.Array  # [mlp]
+    mlp1_kernel: jax.Array  # [mlp, C]
+    mlp1_bias: jax.Array  # [C]
 
 
 class SigLIP(eqx.Module):
     patch_kernel: jax.Array  # [P, P, 3, C] (HWIO)
     patch_bias: jax.Array  # [C]
     pos_embedding: jax.Array  # [1, N, C]
-    blocks: EncoderBlocks
+    blocks: EncoderBlocks | tuple  # stacked, or one EncoderBlocks per layer
     norm_scale: jax.Array  # [C]
     norm_bias: jax.Array  # [C]
     head_kernel: jax.Array  # [C, D_llm]
@@ -51,18 +53,19 @@ class SigLIP(eqx.Module):
 
 def _block(x, p: EncoderBlocks, cfg: SigLIPConfig, impl: str):
     b, n, _ = x.shape
+    heads = (b, n, cfg.num_heads, cfg.head_dim)
     h = layer_norm(x, p.ln0_scale, p.ln0_bias, cfg.layernorm_eps)
-    q = jnp.einsum("bnc,chd->bnhd", h, p.q_kernel) + p.q_bias
-    k = jnp.einsum("bnc,chd->bnhd", h, p.k_kernel) + p.k_bias
-    v = jnp.einsum("bnc,chd->bnhd", h, p.v_kernel) + p.v_bias
+    q = (dense(h, p.q_kernel) + p.q_bias).reshape(heads)
+    k = (dense(h, p.k_kernel) + p.k_bias).reshape(heads)
+    v = (dense(h, p.v_kernel) + p.v_bias).reshape(heads)
     # Full bidirectional attention: one block (all flags 0), every patch valid.
     q = q / jnp.sqrt(jnp.float32(cfg.head_dim)).astype(q.dtype)  # flax divides by sqrt(hd)
     o = attention(q, k, v, ar_cumsum=jnp.zeros((b, n), jnp.int32), valid=jnp.ones((b, n), bool),
                   impl=impl)
-    x = x + jnp.einsum("bnhd,hdc->bnc", o, p.out_kernel) + p.out_bias
+    x = x + dense(o.reshape(b, n, -1), p.out_kernel) + p.out_bias
     h = layer_norm(x, p.ln1_scale, p.ln1_bias, cfg.layernorm_eps)
-    h = gelu(h @ p.mlp0_kernel + p.mlp0_bias)
-    return x + h @ p.mlp1_kernel + p.mlp1_bias
+    h = gelu(dense(h, p.mlp0_kernel) + p.mlp0_bias)
+    return x + dense(h, p.mlp1_kernel) + p.mlp1_bias
 
 
 def encode(model: SigLIP, images, *, impl: str = "xla"):
@@ -78,12 +81,13 @@ def encode(model: SigLIP, images, *, impl: str = "xla"):
     p, g = cfg.patch_size, cfg.grid
     x = images[:, : g * p, : g * p].astype(model.patch_kernel.dtype)
     x = x.reshape(b, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, p * p * c)
-    x = x @ model.patch_kernel.reshape(p * p * c, -1) + model.patch_bias
+    x = dense(x, model.patch_kernel.reshape(p * p * c, -1)) + model.patch_bias
     x = x + model.pos_embedding
 
-    def step(x, layer):
-        return _block(x, layer, cfg, impl), None
-
-    x, _ = jax.lax.scan(step, x, model.blocks)
+    if isinstance(model.blocks, tuple):
+        for layer in model.blocks:
+            x = _block(x, layer, cfg, impl)
+    else:
+        x, _ = jax.lax.scan(lambda x, layer: (_block(x, layer, cfg, impl), None), x, model.blocks)
     x = layer_norm(x, model.norm_scale, model.norm_bias, cfg.layernorm_eps)
-    return x @ model.head_kernel + model.head_bias
+    return dense(x, model.head_kernel) + model.head_bias

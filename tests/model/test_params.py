@@ -53,9 +53,28 @@ def test_qkv_einsum_variant_when_kv_heads_equal_heads():
     rng = np.random.default_rng(0)
     flat = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     model = from_bigvision_params(dict(flat), cfg)
-    np.testing.assert_array_equal(model.llm.blocks.q_einsum, flat[QKV_EINSUM][:, 0])
-    np.testing.assert_array_equal(model.llm.blocks.kv_einsum[:, 1], flat[QKV_EINSUM][:, 2])
+    # the model's q / v matrices: column h * hd + j of row d is head h's weight (d, j)
+    q = np.asarray(model.llm.blocks.q).reshape(2, 64, 4, 16)
+    v = np.asarray(model.llm.blocks.v).reshape(2, 64, 4, 16)
+    np.testing.assert_array_equal(q, flat[QKV_EINSUM][:, 0].transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(v, flat[QKV_EINSUM][:, 2].transpose(0, 2, 1, 3))
     _assert_same(to_bigvision_params(model), flat)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_unstacked_layers_hold_the_same_weights(name):
+    """stacked=False gives one block per layer, each the matching slice of the stacked form,
+    and exports back to the same file."""
+    *_, flat = load_case(name)
+    cfg = PRESETS[CASES[name]]
+    stacked = from_bigvision_params(dict(flat), cfg)
+    layers = from_bigvision_params(dict(flat), cfg, stacked=False)
+    assert isinstance(layers.llm.blocks, tuple) and len(layers.llm.blocks) == cfg.llm.depth
+    assert isinstance(layers.img.blocks, tuple) and len(layers.img.blocks) == cfg.vision.depth
+    for i, layer in enumerate(layers.llm.blocks):
+        for a, b in zip(jax.tree.leaves(layer), jax.tree.leaves(stacked.llm.blocks)):
+            np.testing.assert_array_equal(a, b[i])
+    _assert_same(to_bigvision_params(layers), flat)
 
 
 def test_consume_pops_as_it_goes():
