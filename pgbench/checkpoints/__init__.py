@@ -14,8 +14,8 @@ from pgbench.checkpoints.infer import expected_shapes, infer_config, validate  #
 class _Streaming(dict):
     """A mapping that reads each array from the file only when the model builder takes it.
 
-    Arrays come back as jax arrays that share the reader's (64-byte aligned) buffer, so
-    the builder's conversion does not copy them.
+    Arrays come back as the reader's (64-byte aligned, writable) numpy buffers, which the
+    builder hands to ``jax.device_put`` without copying (``consume=True``).
     """
 
     def __init__(self, reader):
@@ -27,9 +27,7 @@ class _Streaming(dict):
         return self[key]
 
     def __getitem__(self, key):
-        import jax
-
-        return jax.device_put(self._reader.read(key))
+        return self._reader.read(key)
 
     def shapes(self):
         return dict(self._shapes)

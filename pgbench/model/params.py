@@ -112,7 +112,7 @@ def shape_mismatches(want: Mapping[str, tuple[int, ...]], found: Mapping[str, tu
 
 def _heads_in(w: np.ndarray) -> np.ndarray:
     """[..., H, D, hd] (big_vision q/k/v einsum) -> [..., D, H * hd]."""
-    return np.swapaxes(w, -3, -2).reshape(*w.shape[:-3], w.shape[-2], w.shape[-3] * w.shape[-1])
+    return w.swapaxes(-3, -2).reshape(*w.shape[:-3], w.shape[-2], w.shape[-3] * w.shape[-1])
 
 
 def _heads_out(w: np.ndarray, heads: int) -> np.ndarray:
@@ -140,8 +140,32 @@ def _siglip_fields(take, cfg: PaliGemmaConfig):
         yield f, w
 
 
-def _gemma_fields(take, has_key, cfg: PaliGemmaConfig):
-    """Yield (field, array with a leading [L]) for DecoderBlocks, reading each key once."""
+def _pairs_first(a: np.ndarray) -> np.ndarray:
+    """Reorder a C-contiguous [L, 2, ...] array to [2, L, ...] in its own memory (one
+    block of scratch, following the permutation's cycles), so its two halves are each
+    contiguous without a second copy of the array. Returns the [2, L, ...] view."""
+    L = a.shape[0]
+    blocks = a.reshape(2 * L, -1)  # block 2 * i + j holds (layer i, half j)
+    done = np.zeros(2 * L, bool)
+    for start in range(2 * L):
+        if done[start]:
+            continue
+        scratch = blocks[start].copy()
+        q = start
+        while True:  # fill slot q = j * L + i with block 2 * i + j
+            p = 2 * (q % L) + q // L
+            done[q] = True
+            if p == start:
+                blocks[q] = scratch
+                break
+            blocks[q] = blocks[p]
+            q = p
+    return a.reshape(2, L, *a.shape[2:])
+
+
+def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
+    """Yield (field, array with a leading [L]) for DecoderBlocks, reading each key once.
+    ``owned``: the arrays ``take`` returns are ours to reorder in place."""
     g = cfg.llm
     yield "pre_attention_norm", take(GEMMA_BLOCKS["pre_attention_norm"])
     if has_key(QKV_EINSUM):
@@ -158,8 +182,13 @@ def _gemma_fields(take, has_key, cfg: PaliGemmaConfig):
     yield "attn_out", _flatten_heads(take(GEMMA_BLOCKS["attn_vec_einsum"]), 3)
     yield "pre_ffw_norm", take(GEMMA_BLOCKS["pre_ffw_norm"])
     gating = take(GEMMA_BLOCKS["gating_einsum"])  # [L, 2, D, F]
-    yield "gate", gating[:, 0]
-    yield "up", gating[:, 1]
+    if owned and isinstance(gating, np.ndarray) and gating.flags.c_contiguous and gating.flags.writeable:
+        gating = _pairs_first(gating)  # in place: gate and up become contiguous halves
+        yield "gate", gating[0]
+        yield "up", gating[1]
+    else:
+        yield "gate", gating[:, 0]
+        yield "up", gating[:, 1]
     del gating
     yield "down", take(GEMMA_BLOCKS["linear"])
     for f in ("post_attention_norm", "post_ffw_norm"):
@@ -185,7 +214,8 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
 
     ``dtype`` casts every parameter (default: keep the stored dtype). With
     ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
-    checkpoint never exists twice in memory. A lazy mapping may offer ``shapes()`` so
+    checkpoint never exists twice in memory: the model may then share memory with the
+    popped arrays, and the MLP's gating array is reordered in place. A lazy mapping may offer ``shapes()`` so
     that checking needs no array read. ``stacked=False`` builds both towers' layers as
     tuples of per-layer blocks (faster inference on CPU, see ``gemma.py``).
     """
@@ -193,14 +223,19 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
     check_keys(shapes, cfg, source)
 
     def take(key):
-        return flat.pop(key) if consume else flat[key]
+        arr = flat.pop(key) if consume else flat[key]
+        return arr if isinstance(arr, jax.Array) else np.asarray(arr)  # jax arrays (and tracers) stay
 
     def to_jax(arr):
-        return jnp.asarray(arr, dtype=dtype) if dtype is not None else jnp.asarray(arr)
+        if isinstance(arr, jax.Array) or (dtype is not None and np.dtype(dtype) != arr.dtype):
+            return jnp.asarray(arr, dtype=dtype)
+        # A popped array is ours: device_put shares a 64-byte aligned C-contiguous buffer
+        # (readers allocate them so) instead of copying it. A caller's array is copied.
+        return jax.device_put(arr) if consume else jnp.array(arr)
 
     img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg), cfg.vision.depth, stacked, to_jax)
     img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(take(k)) for f, k in SIGLIP_TOP.items()})
-    llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg),
+    llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=consume),
                                cfg.llm.depth, stacked, to_jax)
     llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
     return PaliGemma(img=img, llm=llm, cfg=cfg)

@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgbench.config import PRESETS
 from pgbench.errors import CheckpointError
-from pgbench.model.params import (QKV_EINSUM, expected_shapes, from_bigvision_params,
+from pgbench.model.params import (QKV_EINSUM, _pairs_first, expected_shapes, from_bigvision_params,
                                   init_params, to_bigvision_params)
 from tests.model._reference import CASES, load_case
 
@@ -117,3 +119,27 @@ def test_init_params_shapes_and_scales(name):
     assert all(np.all(np.isfinite(v)) for v in flat.values())
     # fan-in scaled: projections have O(1/sqrt(fan_in)) entries, not O(1)
     assert 0.05 < np.std(flat["llm/layers/mlp/linear"]) * np.sqrt(cfg.llm.mlp_dim) < 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers=st.integers(1, 7), rest=st.lists(st.integers(1, 4), min_size=0, max_size=2))
+def test_pairs_first_reorders_in_place(layers, rest):
+    """The in-place [L, 2, ...] -> [2, L, ...] reorder used to split big_vision's gating
+    array without a second copy equals a plain transpose, in the same memory."""
+    a = np.arange(layers * 2 * int(np.prod(rest, dtype=int)), dtype=np.float32).reshape(layers, 2, *rest)
+    want = np.ascontiguousarray(a.swapaxes(0, 1))
+    out = _pairs_first(a)
+    assert np.shares_memory(out, a) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, want)
+
+
+def test_consumed_checkpoint_builds_the_same_model():
+    """consume=True (shared, reordered buffers) and a plain copy give identical weights."""
+    *_, flat = load_case("pg2_tiny")
+    cfg = PRESETS["pg2-tiny"]
+    plain = from_bigvision_params(dict(flat), cfg)
+    for stacked in (True, False):
+        owned = {k: v.copy() for k, v in flat.items()}
+        model = from_bigvision_params(owned, cfg, consume=True, stacked=stacked)
+        assert not owned
+        _assert_same(to_bigvision_params(model), to_bigvision_params(plain))
