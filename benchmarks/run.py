@@ -14,10 +14,12 @@ import sys
 FULL = [
     ["benchmarks.forward_cpu"],
     ["benchmarks.decode_cpu"],
+    ["benchmarks.layer_forms"],
     ["benchmarks.metrics_bench"],
 ]
 QUICK = [
     ["benchmarks.forward_cpu", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-forward"],
+    ["benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-layer-forms"],
     ["benchmarks.metrics_bench", "--quick"],
 ]
 

@@ -30,3 +30,12 @@ def test_forward_bench_runs_on_a_tiny_preset(tmp_path):
     assert res["flops"] > 0 and res["machine"]["cores"] >= 1
     assert res["pgbench_float32"]["median_s"] > 0 and res["pgbench_bfloat16"]["median_s"] > 0
     assert "| pgbench_float32 |" in (tmp_path / "fwd.md").read_text()
+
+
+def test_layer_forms_bench_runs_on_a_tiny_preset(tmp_path):
+    """Exits non-zero unless both layer forms generate the same tokens."""
+    _run("benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--new-tokens", "4",
+         "--out", str(tmp_path / "forms"))
+    res = json.loads((tmp_path / "forms.json").read_text())
+    assert res["same_tokens"] and set(res["forms"]) == {"per_layer", "stacked"}
+    assert "| per_layer |" in (tmp_path / "forms.md").read_text()
