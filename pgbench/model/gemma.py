@@ -2,18 +2,11 @@
 
 Weights are stored as plain ``[in, out]`` matrices (q, k, v, output, gate, up, down),
 so every projection is one 2-D matmul with no transpose or slice of a weight at run
-time. The layers come in one of two forms, same math:
-
-- stacked: one ``DecoderBlocks`` whose arrays carry a leading [L] axis, run with
-  ``lax.scan`` (one compiled layer; the training form);
-- unstacked: a tuple of per-layer ``DecoderBlocks``, run as an unrolled loop. On CPU a
-  scanned layer copies its weights out of the stack on every step, which doubles the
-  memory traffic of decoding; the unstacked form reads each weight in place
-  (``paligemma.with_layers`` converts; loaders take ``stacked=``).
-
-Gemma 2's alternating local/global layers are a scanned boolean in the stacked form and
-a per-layer constant in the unstacked one. big_vision's names map onto these fields in
-``params.py``.
+time. The layers are stacked (one ``DecoderBlocks`` with a leading [L] axis, run with
+``lax.scan``) or per layer (a tuple of them, an unrolled loop), same math; see
+``layer_forms.py``. Gemma 2's alternating local/global layers are a scanned boolean in
+the stacked form and a per-layer constant in the other. big_vision's names map onto
+these fields in ``params.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ import numpy as np
 
 from pgbench.config import GemmaConfig
 from pgbench.model.attention import attention
+from pgbench.model.layer_forms import is_stacked
 from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
 
 NO_WINDOW = np.iinfo(np.int32).max
@@ -50,26 +44,6 @@ class DecoderBlocks(eqx.Module):
     down: jax.Array  # [F, D]
     post_attention_norm: jax.Array | None  # [D], Gemma 2 only
     post_ffw_norm: jax.Array | None  # [D], Gemma 2 only
-
-
-def is_stacked(blocks) -> bool:
-    return not isinstance(blocks, tuple)
-
-
-def unstack_layers(blocks: eqx.Module | tuple) -> tuple:
-    """Stacked blocks (either tower) -> a tuple of per-layer blocks (eager: copies each
-    layer out once)."""
-    if not is_stacked(blocks):
-        return blocks
-    depth = jax.tree.leaves(blocks)[0].shape[0]
-    return tuple(jax.tree.map(lambda a: a[i], blocks) for i in range(depth))
-
-
-def stack_layers(blocks: eqx.Module | tuple):
-    """A tuple of per-layer blocks -> one stacked block (the inverse of unstack_layers)."""
-    if is_stacked(blocks):
-        return blocks
-    return jax.tree.map(lambda *a: jnp.stack(a), *blocks)
 
 
 class Gemma(eqx.Module):

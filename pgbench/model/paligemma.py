@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from pgbench.config import PaliGemmaConfig
 from pgbench.model import gemma, siglip
 from pgbench.model.gemma import Gemma
+from pgbench.model.layer_forms import stack_layers, unstack_layers
 from pgbench.model.masks import ar_cumsum
 from pgbench.model.siglip import SigLIP
 
@@ -36,9 +37,9 @@ def cast(model: PaliGemma, dtype) -> PaliGemma:
 
 def with_layers(model: PaliGemma, *, stacked: bool) -> PaliGemma:
     """The model with both towers' layers stacked (run with ``lax.scan``) or one block per
-    layer (an unrolled loop, the faster form for inference on CPU); see ``gemma.py``.
+    layer (an unrolled loop, the faster form for inference on CPU); see ``layer_forms.py``.
     Eager: copies each converted weight once."""
-    convert = gemma.stack_layers if stacked else gemma.unstack_layers
+    convert = stack_layers if stacked else unstack_layers
     return eqx.tree_at(lambda m: (m.img.blocks, m.llm.blocks), model,
                        (convert(model.img.blocks), convert(model.llm.blocks)))
 

@@ -121,12 +121,12 @@ def _heads_out(w: np.ndarray, heads: int) -> np.ndarray:
     return np.swapaxes(w.reshape(*w.shape[:-2], d, heads, w.shape[-1] // heads), -3, -2)
 
 
-def _flatten_heads(w: np.ndarray, axis_count: int) -> np.ndarray:
-    """Merge the (heads, head_dim) axes: ``axis_count`` 2 for [..., H, hd] -> [..., H * hd]
-    (biases, output kernels from the front: [..., H, hd, C] -> [..., H * hd, C] with 3)."""
-    if axis_count == 2:
-        return w.reshape(*w.shape[:-2], -1)
-    return w.reshape(*w.shape[:-3], w.shape[-3] * w.shape[-2], w.shape[-1])
+def _merge_axes(w: np.ndarray, first: int) -> np.ndarray:
+    """Merge axis ``first`` (negative) with the next one: -2 turns [..., H, hd] into
+    [..., H * hd]; -3 turns [..., H, hd, C] into [..., H * hd, C]."""
+    s = w.shape
+    i = len(s) + first
+    return w.reshape(*s[:i], s[i] * s[i + 1], *s[i + 2:])
 
 
 def _siglip_fields(take, cfg: PaliGemmaConfig):
@@ -134,9 +134,9 @@ def _siglip_fields(take, cfg: PaliGemmaConfig):
     for f, k in SIGLIP_BLOCKS.items():
         w = take(k)
         if f in ("q_kernel", "k_kernel", "v_kernel", "q_bias", "k_bias", "v_bias"):
-            w = _flatten_heads(w, 2)
+            w = _merge_axes(w, -2)
         elif f == "out_kernel":
-            w = _flatten_heads(w, 3)
+            w = _merge_axes(w, -3)
         yield f, w
 
 
@@ -179,7 +179,7 @@ def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
     yield "k", _heads_in(k)
     yield "v", _heads_in(v)
     del q, k, v
-    yield "attn_out", _flatten_heads(take(GEMMA_BLOCKS["attn_vec_einsum"]), 3)
+    yield "attn_out", _merge_axes(take(GEMMA_BLOCKS["attn_vec_einsum"]), -3)
     yield "pre_ffw_norm", take(GEMMA_BLOCKS["pre_ffw_norm"])
     gating = take(GEMMA_BLOCKS["gating_einsum"])  # [L, 2, D, F]
     if owned and isinstance(gating, np.ndarray) and gating.flags.c_contiguous and gating.flags.writeable:

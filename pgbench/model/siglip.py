@@ -2,8 +2,8 @@
 
 Weights are ``[in, out]`` matrices (heads flattened head-major), so every projection is
 one 2-D matmul. Layers are stacked (leading ``depth`` axis, run with ``lax.scan``) or a
-tuple of per-layer blocks (an unrolled loop, which reads each weight in place; see
-``gemma.py``). big_vision's names map onto these fields in ``params.py``.
+tuple of per-layer blocks (an unrolled loop); see ``layer_forms.py``. big_vision's
+names map onto these fields in ``params.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from pgbench.config import SigLIPConfig
 from pgbench.errors import InputError
 from pgbench.model.attention import attention
+from pgbench.model.layer_forms import is_stacked
 from pgbench.model.ops import dense, gelu, layer_norm
 
 
@@ -84,7 +85,7 @@ def encode(model: SigLIP, images, *, impl: str = "xla"):
     x = dense(x, model.patch_kernel.reshape(p * p * c, -1)) + model.patch_bias
     x = x + model.pos_embedding
 
-    if isinstance(model.blocks, tuple):
+    if not is_stacked(model.blocks):
         for layer in model.blocks:
             x = _block(x, layer, cfg, impl)
     else:
