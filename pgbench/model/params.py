@@ -12,6 +12,7 @@ only here.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, MutableMapping
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 from pgbench.config import PaliGemmaConfig
 from pgbench.errors import CheckpointError
 from pgbench.model.gemma import DecoderBlocks, Gemma
+from pgbench.model.layer_forms import stack_layers
 from pgbench.model.paligemma import PaliGemma
 from pgbench.model.siglip import EncoderBlocks, SigLIP
 
@@ -215,9 +217,9 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
     ``dtype`` casts every parameter (default: keep the stored dtype). With
     ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
     checkpoint never exists twice in memory: the model may then share memory with the
-    popped arrays, and the MLP's gating array is reordered in place. A lazy mapping may offer ``shapes()`` so
-    that checking needs no array read. ``stacked=False`` builds both towers' layers as
-    tuples of per-layer blocks (faster inference on CPU, see ``gemma.py``).
+    popped arrays, and the MLP's gating array is reordered in place. A lazy mapping may
+    offer ``shapes()`` so that checking needs no array read. ``stacked=False`` builds
+    both towers' layers as tuples of per-layer blocks (see ``layer_forms.py``).
     """
     shapes = flat.shapes() if hasattr(flat, "shapes") else {k: np.shape(v) for k, v in flat.items()}
     check_keys(shapes, cfg, source)
@@ -241,23 +243,18 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
     return PaliGemma(img=img, llm=llm, cfg=cfg)
 
 
-def _stacked_numpy(blocks) -> dict[str, np.ndarray]:
+def _stacked_numpy(blocks) -> dict[str, np.ndarray | None]:
     """Every field of stacked or per-layer blocks as one numpy array with a leading [L]."""
-    if isinstance(blocks, tuple):
-        return {f: None if getattr(blocks[0], f) is None
-                else np.stack([np.asarray(getattr(b, f)) for b in blocks])
-                for f in blocks[0].__dataclass_fields__}
-    return {f: None if getattr(blocks, f) is None else np.asarray(getattr(blocks, f))
-            for f in blocks.__dataclass_fields__}
+    blocks = stack_layers(blocks)
+    return {f.name: None if getattr(blocks, f.name) is None else np.asarray(getattr(blocks, f.name))
+            for f in dataclasses.fields(blocks)}
 
 
 def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
     """The model's parameters under big_vision's names (numpy arrays, stored dtype)."""
     v, g = model.cfg.vision, model.cfg.llm
     img = _stacked_numpy(model.img.blocks)
-    for f in ("q_kernel", "k_kernel", "v_kernel"):
-        img[f] = img[f].reshape(*img[f].shape[:-1], v.num_heads, v.head_dim)
-    for f in ("q_bias", "k_bias", "v_bias"):
+    for f in ("q_kernel", "k_kernel", "v_kernel", "q_bias", "k_bias", "v_bias"):
         img[f] = img[f].reshape(*img[f].shape[:-1], v.num_heads, v.head_dim)
     img["out_kernel"] = img["out_kernel"].reshape(v.depth, v.num_heads, v.head_dim, -1)
     out = {k: img[f] for f, k in SIGLIP_BLOCKS.items()}

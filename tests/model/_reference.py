@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
+import jax
 import numpy as np
 
 from pgbench.config import PRESETS
+from pgbench.model import paligemma as pg
+from pgbench.model.paligemma import PaliGemma
 from pgbench.model.params import from_bigvision_params
 from tests.conftest import BIG_VISION_REFERENCE
 
@@ -39,3 +43,14 @@ def rel_err(ours, ref, where=None) -> float:
 
 def tolerance(header) -> float:
     return float(header["tolerance"]["relative_to_max_abs"])
+
+
+def with_window(model: PaliGemma, window: int | None) -> PaliGemma:
+    """The model with transformers' sliding window of ``window`` (None: off)."""
+    cfg = model.cfg.replace_llm(sliding_window=window, apply_sliding_window=window is not None)
+    return dataclasses.replace(model, cfg=cfg, llm=dataclasses.replace(model.llm, cfg=cfg.llm))
+
+
+@jax.jit
+def forward_logits(model, images, tokens, input_mask, mask_ar):
+    return pg.forward(model, images, tokens, input_mask, mask_ar)[0]

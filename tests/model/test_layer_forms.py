@@ -14,27 +14,13 @@ import numpy as np
 import pytest
 
 from pgbench import decode
-from pgbench.model import gemma
 from pgbench.model import paligemma as pg
-from pgbench.model.paligemma import PaliGemma
 from pgbench.model.params import from_bigvision_params
-from tests.model._reference import CASES, load_case
+from tests.model._reference import CASES, forward_logits, load_case, with_window
 
 
-def _per_layer(model: PaliGemma) -> PaliGemma:
+def per_layer_form(model):
     return pg.with_layers(model, stacked=False)
-
-
-def _with_window(model: PaliGemma, window: int) -> PaliGemma:
-    cfg = model.cfg.replace_llm(sliding_window=window, apply_sliding_window=True)
-    llm = gemma.Gemma(input_embedding=model.llm.input_embedding, blocks=model.llm.blocks,
-                      final_norm=model.llm.final_norm, cfg=cfg.llm)
-    return PaliGemma(img=model.img, llm=llm, cfg=cfg)
-
-
-@jax.jit
-def _fwd(model, images, tokens, input_mask, mask_ar):
-    return pg.forward(model, images, tokens, input_mask, mask_ar)[0]
 
 
 def _args(inp):
@@ -44,7 +30,7 @@ def _args(inp):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_unstack_then_stack_is_identity(name):
     model, *_ = load_case(name)
-    layers = _per_layer(model)
+    layers = per_layer_form(model)
     assert isinstance(layers.llm.blocks, tuple) and len(layers.llm.blocks) == model.cfg.llm.depth
     assert isinstance(layers.img.blocks, tuple) and len(layers.img.blocks) == model.cfg.vision.depth
     again = pg.with_layers(layers, stacked=True)
@@ -56,7 +42,7 @@ def test_unstack_then_stack_is_identity(name):
 def test_forward_is_the_same_in_both_forms(name):
     model, _, _, inp, _, flat = load_case(name)
     per_layer = from_bigvision_params(dict(flat), model.cfg, stacked=False)
-    a, b = np.asarray(_fwd(model, *_args(inp))), np.asarray(_fwd(per_layer, *_args(inp)))
+    a, b = np.asarray(forward_logits(model, *_args(inp))), np.asarray(forward_logits(per_layer, *_args(inp)))
     # same ops in the same order per layer; XLA may still fuse the two programs differently
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.max(np.abs(a)))
 
@@ -65,11 +51,11 @@ def test_sliding_window_per_layer_matches_the_scanned_windows():
     """pg2: local layers get a Python int window in the unrolled loop and a traced one in
     the scan; a window short enough to bite must give the same logits and decode."""
     model, _, _, inp, _, _ = load_case("pg2_tiny")
-    stacked = _with_window(model, 3)
-    per_layer = _per_layer(stacked)
-    a, b = np.asarray(_fwd(stacked, *_args(inp))), np.asarray(_fwd(per_layer, *_args(inp)))
+    stacked = with_window(model, 3)
+    per_layer = per_layer_form(stacked)
+    a, b = np.asarray(forward_logits(stacked, *_args(inp))), np.asarray(forward_logits(per_layer, *_args(inp)))
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.max(np.abs(a)))
-    full = np.asarray(_fwd(model, *_args(inp)))
+    full = np.asarray(forward_logits(model, *_args(inp)))
     assert np.max(np.abs(full - a)) > 1e-3 * np.max(np.abs(a))  # the window did bite
     prefix = inp["mask_ar"] == 0
     dec = [np.asarray(decode.greedy_decode(m, inp["images"], np.where(prefix, inp["tokens"], 0),
@@ -84,9 +70,9 @@ def test_bfloat16_both_forms_stay_near_float32(name):
     float32 logits instead: worst element within 6% of max |logit|, mean within 0.6%
     (measured: 4.6% / 0.44% on these random tiny models, either form)."""
     model, _, _, inp, _, flat = load_case(name)
-    f32 = np.asarray(_fwd(model, *_args(inp)))
+    f32 = np.asarray(forward_logits(model, *_args(inp)))
     scale = np.max(np.abs(f32))
     for stacked in (True, False):
         bf = from_bigvision_params(dict(flat), model.cfg, dtype=jnp.bfloat16, stacked=stacked)
-        err = np.abs(np.asarray(_fwd(bf, *_args(inp)), np.float32) - f32) / scale
+        err = np.abs(np.asarray(forward_logits(bf, *_args(inp)), np.float32) - f32) / scale
         assert err.max() < 6e-2 and err.mean() < 6e-3, (stacked, err.max(), err.mean())

@@ -16,26 +16,13 @@ import pytest
 from pgbench import decode
 from pgbench.model import gemma
 from pgbench.model import paligemma as pg
-from pgbench.model.paligemma import PaliGemma
-from tests.model._reference import load_case
-
-
-def _with_window(model: PaliGemma, window: int | None) -> PaliGemma:
-    cfg = model.cfg.replace_llm(sliding_window=window, apply_sliding_window=window is not None)
-    llm = gemma.Gemma(input_embedding=model.llm.input_embedding, blocks=model.llm.blocks,
-                      final_norm=model.llm.final_norm, cfg=cfg.llm)
-    return PaliGemma(img=model.img, llm=llm, cfg=cfg)
+from tests.model._reference import forward_logits, load_case, with_window
 
 
 @pytest.fixture(scope="module")
 def pg2():
     model, cfg, _, inp, out, _ = load_case("pg2_tiny")
     return model, inp
-
-
-@jax.jit
-def _fwd(model, images, tokens, input_mask, mask_ar):
-    return pg.forward(model, images, tokens, input_mask, mask_ar)[0]
 
 
 def test_only_even_layers_are_local(pg2):
@@ -50,8 +37,8 @@ def test_window_covering_the_sequence_changes_nothing(pg2):
     model, inp = pg2
     args = (inp["images"], inp["tokens"], inp["input_mask"], inp["mask_ar"])
     n = model.cfg.num_image_tokens + inp["tokens"].shape[1]
-    off = np.asarray(_fwd(model, *args))
-    on = np.asarray(_fwd(_with_window(model, n), *args))
+    off = np.asarray(forward_logits(model, *args))
+    on = np.asarray(forward_logits(with_window(model, n), *args))
     np.testing.assert_array_equal(on, off)
 
 
@@ -59,8 +46,8 @@ def test_short_window_limits_only_suffix_queries(pg2):
     model, inp = pg2
     args = (inp["images"], inp["tokens"], inp["input_mask"], inp["mask_ar"])
     window = 3
-    off = np.asarray(_fwd(model, *args))
-    on = np.asarray(_fwd(_with_window(model, window), *args))
+    off = np.asarray(forward_logits(model, *args))
+    on = np.asarray(forward_logits(with_window(model, window), *args))
     n_img = model.cfg.num_image_tokens
     c = np.cumsum(np.concatenate([np.zeros((2, n_img), np.int32), inp["mask_ar"]], 1), 1)
     valid = np.concatenate([np.ones((2, n_img), bool), inp["input_mask"]], 1)
@@ -85,7 +72,7 @@ def test_cached_decode_matches_full_forward(pg2, window):
     (flags 0 on the prompt and 1 after, right padding), with or without the window.
     Step 0 comes without the final soft-cap, later steps with it (big_vision)."""
     model, inp = pg2
-    model = _with_window(model, window)
+    model = with_window(model, window)
     steps = 5
     images, tokens = inp["decode_images"], inp["decode_tokens"]
     mask, ar = inp["decode_input_mask"], inp["decode_mask_ar"]
