@@ -15,11 +15,13 @@ FULL = [
     ["benchmarks.forward_cpu"],
     ["benchmarks.decode_cpu"],
     ["benchmarks.layer_forms"],
+    ["benchmarks.dense_orientation"],
     ["benchmarks.metrics_bench"],
 ]
 QUICK = [
     ["benchmarks.forward_cpu", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-forward"],
     ["benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-layer-forms"],
+    ["benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", "/tmp/pgbench-quick-dense-orientation"],
     ["benchmarks.metrics_bench", "--quick"],
 ]
 

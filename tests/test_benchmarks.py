@@ -39,3 +39,11 @@ def test_layer_forms_bench_runs_on_a_tiny_preset(tmp_path):
     res = json.loads((tmp_path / "forms.json").read_text())
     assert res["same_tokens"] and set(res["forms"]) == {"per_layer", "stacked"}
     assert "| per_layer |" in (tmp_path / "forms.md").read_text()
+
+
+def test_dense_orientation_bench_runs_on_tiny_shapes(tmp_path):
+    """Checks every layout against a float64 product before timing it."""
+    _run("benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", str(tmp_path / "dense"))
+    res = json.loads((tmp_path / "dense.json").read_text())
+    assert {"x @ w, w [in, out]", "ops.dense"} <= set(res["cases"][0]["ms"])
+    assert "| tiny, 2 rows |" in (tmp_path / "dense.md").read_text()

@@ -362,10 +362,14 @@ class HFCheckpoint:
             raise CheckpointError(f"{self.path}: no big_vision key {key!r} in this checkpoint")
         entries = self._sources[key]
         shape = self._shapes[key]
-        out = aligned_empty(shape, self._found[entries[0].hf].dtype)
+        # Stack the tensors in their HF layout and view the stack in big_vision's: no
+        # transpose is copied, and the model keeps the HF [out, in] memory as it is.
+        lead = len(entries[0].index)
+        first = self._found[entries[0].hf]
+        out = aligned_empty((*shape[:lead], *first.shape), first.dtype)
         for e in entries:
-            out[e.index] = hm.from_hf(_read_tensor(self._found[e.hf]), e.kind, shape[len(e.index):])
-        return out
+            out[e.index] = _read_tensor(self._found[e.hf])
+        return hm.from_hf(out, entries[0].kind, shape)
 
     def close(self) -> None:
         pass

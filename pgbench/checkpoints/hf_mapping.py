@@ -159,22 +159,23 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def from_hf(x: np.ndarray, kind: str, shape: tuple[int, ...]) -> np.ndarray:
-    """An HF tensor back in big_vision layout; ``shape`` is the big_vision slice shape."""
-    if kind == "same":
+    """HF tensors back in big_vision layout: ``x`` is one HF tensor, or several stacked
+    along leading axes, and ``shape`` the big_vision shape with those same leading axes.
+
+    The result is a view of ``x`` wherever one exists (transposes are never copied), so
+    a reader that stacks HF tensors in HF layout hands out big_vision arrays whose
+    ``[out, in]`` memory the model can keep as it is (see ``params._out_in``)."""
+    if kind in ("same", "heads_flat"):
         return x.reshape(shape)
     if kind == "t":
-        return x.T
+        return np.swapaxes(x, -1, -2)
     if kind == "conv":
         return x.transpose(2, 3, 1, 0)
-    if kind == "heads_in":
-        return x.T.reshape(shape)
-    if kind == "heads_flat":
-        return x.reshape(shape)
-    if kind == "heads_out":
-        return x.T.reshape(shape)
-    if kind == "gemma_in":
-        h, d, hd = shape
-        return x.reshape(h, hd, d).transpose(0, 2, 1)
+    if kind in ("heads_in", "heads_out"):
+        return np.swapaxes(x, -1, -2).reshape(shape)
+    if kind == "gemma_in":  # [..., H * hd, D] -> [..., H, D, hd]
+        *lead, h, d, hd = shape
+        return np.swapaxes(x.reshape(*lead, h, hd, d), -1, -2)
     raise ValueError(kind)
 
 

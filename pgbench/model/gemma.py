@@ -29,19 +29,19 @@ NO_WINDOW = np.iinfo(np.int32).max
 class DecoderBlocks(eqx.Module):
     """Decoder block weights; stacked, every array has a leading [L] axis as well.
 
-    Query heads are laid out head-major along the output axis (``[D, H * hd]``), K/V
-    likewise with the KV heads.
+    Every projection is an ``[out, in]`` matrix (see ``ops.dense``); query heads are laid
+    out head-major along the output axis (``[H * hd, D]``), K/V likewise with the KV heads.
     """
 
     pre_attention_norm: jax.Array  # [D]
-    q: jax.Array  # [D, H * hd]
-    k: jax.Array  # [D, KVH * hd]
-    v: jax.Array  # [D, KVH * hd]
-    attn_out: jax.Array  # [H * hd, D]
+    q: jax.Array  # [H * hd, D]
+    k: jax.Array  # [KVH * hd, D]
+    v: jax.Array  # [KVH * hd, D]
+    attn_out: jax.Array  # [D, H * hd]
     pre_ffw_norm: jax.Array  # [D]
-    gate: jax.Array  # [D, F] (GELU branch)
-    up: jax.Array  # [D, F]
-    down: jax.Array  # [F, D]
+    gate: jax.Array  # [F, D] (GELU branch)
+    up: jax.Array  # [F, D]
+    down: jax.Array  # [D, F]
     post_attention_norm: jax.Array | None  # [D], Gemma 2 only
     post_ffw_norm: jax.Array | None  # [D], Gemma 2 only
 
@@ -123,7 +123,9 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
     b, n, _ = x.shape
     H, K, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def block(x, layer: DecoderBlocks, window, k_cache, v_cache):
+    def block(x, layer: DecoderBlocks, window, k_cache, v_cache, li=None):
+        # k_cache, v_cache: this layer's [B, S, KVH, hd], or (li an int) every layer's
+        # stacked cache, written in place and read at layer li.
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
         q = dense(h, layer.q).reshape(b, n, H, hd)
         k = dense(h, layer.k).reshape(b, n, K, hd)
@@ -131,10 +133,7 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
         q = rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
         k = rope(k, positions, cfg.rope_base)
         if k_cache is not None:
-            k_cache = jax.lax.dynamic_update_slice_in_dim(
-                k_cache, k.astype(k_cache.dtype), write_index, 1)
-            v_cache = jax.lax.dynamic_update_slice_in_dim(
-                v_cache, v.astype(v_cache.dtype), write_index, 1)
+            k_cache, v_cache = _write_kv(k_cache, k, write_index, li), _write_kv(v_cache, v, write_index, li)
         if not attend_cache:
             if k_cache is not None:  # round through the cache dtype
                 k, v = k.astype(k_cache.dtype).astype(x.dtype), v.astype(v_cache.dtype).astype(x.dtype)
@@ -142,7 +141,8 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
                           softcap=cfg.attn_logits_softcap, window=window,
                           q_positions=positions, k_positions=positions, impl=impl)
         else:
-            o = attention(q, k_cache.astype(x.dtype), v_cache.astype(x.dtype),
+            k_layer, v_layer = (k_cache, v_cache) if li is None else (k_cache[li], v_cache[li])
+            o = attention(q, k_layer.astype(x.dtype), v_layer.astype(x.dtype),
                           ar_cumsum=cache.ar_cumsum, valid=cache.valid, q_ar_cumsum=ar_cumsum,
                           q_valid=valid, softcap=cfg.attn_logits_softcap, window=window,
                           q_positions=positions, k_positions=cache.positions, impl=impl)
@@ -157,15 +157,10 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
         return x + f, k_cache, v_cache
 
     if not is_stacked(model.blocks):
-        ks, vs = [], []
+        k_all, v_all = (None, None) if cache is None else (cache.k, cache.v)
         for i, layer in enumerate(model.blocks):
-            x, k_i, v_i = block(x, layer, layer_window(cfg, i), None if cache is None else cache.k[i],
-                                None if cache is None else cache.v[i])
-            ks.append(k_i)
-            vs.append(v_i)
-        if cache is not None:
-            cache = cache._replace(k=jnp.stack(ks), v=jnp.stack(vs))
-        return x, cache
+            x, k_all, v_all = block(x, layer, layer_window(cfg, i), k_all, v_all, li=i)
+        return x, None if cache is None else cache._replace(k=k_all, v=v_all)
 
     def step(x, scanned):
         layer, window, k_cache, v_cache = scanned
@@ -178,6 +173,21 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
     if cache is not None:
         cache = cache._replace(k=k_new, v=v_new)
     return x, cache
+
+
+def _write_kv(cache, new, index, layer=None):
+    """Write new [B, N, KVH, hd] at slots [index, index + N) of one layer's cache
+    [B, S, KVH, hd], or of layer ``layer`` of the stacked cache [L, B, S, KVH, hd].
+
+    Writing into the stacked cache directly, rather than slicing a layer out and
+    stacking the layers again, lets XLA update it in place (decode-mid, batch 8, CPU:
+    33 -> 29 ms per decoder pass)."""
+    new = new.astype(cache.dtype)
+    if layer is None:
+        return jax.lax.dynamic_update_slice_in_dim(cache, new, index, 1)
+    zero = jnp.zeros((), jnp.int32)
+    return jax.lax.dynamic_update_slice(
+        cache, new[None], (jnp.asarray(layer, jnp.int32), zero, jnp.asarray(index, jnp.int32), zero, zero))
 
 
 def prefill(model: Gemma, x, *, positions, ar_cumsum, valid, cache_size: int,
@@ -218,5 +228,5 @@ def _set_slots(cache: KVCache, index, positions, ar_cumsum, valid) -> KVCache:
 def logits(model: Gemma, x, *, final_softcap: bool = True):
     """[B, N, D] -> f32[B, N, V] (final norm, tied embedding, optional Gemma 2 soft-cap)."""
     h = rms_norm(x, model.final_norm, model.cfg.norm_eps)
-    out = jnp.einsum("bnd,vd->bnv", h, model.input_embedding, preferred_element_type=jnp.float32)
+    out = dense(h, model.input_embedding, out_dtype=jnp.float32)
     return softcap(out, model.cfg.final_logits_softcap) if final_softcap else out

@@ -5,9 +5,9 @@ stacked layers with a leading depth axis). Checkpoint readers produce it (the Hu
 reader converts to it); the model is built from it and exported back to it.
 
 big_vision keeps attention weights as per-head einsum operands (``[H, D, hd]``) and the
-MLP's gate and up projections in one ``[2, D, F]`` array; the model holds plain
-``[in, out]`` matrices (see ``gemma.py``). The reshapes between the two live here and
-only here.
+MLP's gate and up projections in one ``[2, D, F]`` array, every kernel ``[in, out]``;
+the model holds plain ``[out, in]`` matrices (see ``ops.dense``). The reshapes and
+transposes between the two live here and only here.
 """
 
 from __future__ import annotations
@@ -112,18 +112,7 @@ def shape_mismatches(want: Mapping[str, tuple[int, ...]], found: Mapping[str, tu
     return " | ".join(parts) or None
 
 
-def _heads_in(w: np.ndarray) -> np.ndarray:
-    """[..., H, D, hd] (big_vision q/k/v einsum) -> [..., D, H * hd]."""
-    return w.swapaxes(-3, -2).reshape(*w.shape[:-3], w.shape[-2], w.shape[-3] * w.shape[-1])
-
-
-def _heads_out(w: np.ndarray, heads: int) -> np.ndarray:
-    """The inverse of _heads_in: [..., D, H * hd] -> [..., H, D, hd]."""
-    d = w.shape[-2]
-    return np.swapaxes(w.reshape(*w.shape[:-2], d, heads, w.shape[-1] // heads), -3, -2)
-
-
-def _merge_axes(w: np.ndarray, first: int) -> np.ndarray:
+def _merge_axes(w, first: int):
     """Merge axis ``first`` (negative) with the next one: -2 turns [..., H, hd] into
     [..., H * hd]; -3 turns [..., H, hd, C] into [..., H * hd, C]."""
     s = w.shape
@@ -131,14 +120,49 @@ def _merge_axes(w: np.ndarray, first: int) -> np.ndarray:
     return w.reshape(*s[:i], s[i] * s[i + 1], *s[i + 2:])
 
 
-def _siglip_fields(take, cfg: PaliGemmaConfig):
+def _swap(w):
+    """[..., m, n] -> [..., n, m] as a view (numpy or jax)."""
+    return jnp.swapaxes(w, -1, -2) if isinstance(w, jax.Array) else np.swapaxes(w, -1, -2)
+
+
+def _transpose_in_place(a: np.ndarray) -> np.ndarray:
+    """Transpose every [m, n] block of a C-contiguous [..., m, n] array in its own memory
+    (one block of scratch at a time: each block keeps its place in the buffer) and
+    return the C-contiguous [..., n, m] view."""
+    m, n = a.shape[-2:]
+    blocks, flat = a.reshape(-1, m, n), a.reshape(-1, m * n)
+    scratch = np.empty((n, m), a.dtype)
+    for i in range(blocks.shape[0]):
+        for r in range(0, m, 64):  # row panels: ~5x faster than one strided .T copy
+            scratch[:, r:r + 64] = blocks[i, r:r + 64].T
+        flat[i] = scratch.reshape(-1)
+    return flat.reshape(*a.shape[:-2], n, m)
+
+
+def _out_in(w, owned: bool):
+    """A big_vision kernel [..., in, out] as the model's [..., out, in].
+
+    Free when the transposed view is already C-contiguous (the Hugging Face reader
+    returns such views); transposed in place when the array is ours; otherwise a view
+    that ``to_jax`` copies."""
+    t = _swap(w)
+    if isinstance(w, jax.Array) or t.flags.c_contiguous:
+        return t
+    if owned and w.flags.c_contiguous and w.flags.writeable:
+        return _transpose_in_place(w)
+    return t
+
+
+def _siglip_fields(take, cfg: PaliGemmaConfig, owned: bool = False):
     """Yield (field, array with a leading [L]) for EncoderBlocks, reading each key once."""
     for f, k in SIGLIP_BLOCKS.items():
-        w = take(k)
+        w = take(k)  # kernels [L, in, out] with the heads split: [C, nh, hd] / [nh, hd, C]
         if f in ("q_kernel", "k_kernel", "v_kernel", "q_bias", "k_bias", "v_bias"):
             w = _merge_axes(w, -2)
         elif f == "out_kernel":
             w = _merge_axes(w, -3)
+        if f.endswith("_kernel"):
+            w = _out_in(w, owned)
         yield f, w
 
 
@@ -170,29 +194,30 @@ def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
     ``owned``: the arrays ``take`` returns are ours to reorder in place."""
     g = cfg.llm
     yield "pre_attention_norm", take(GEMMA_BLOCKS["pre_attention_norm"])
+    # Per-head [D, hd] blocks become [hd, D], so that merging (H, hd) gives [H * hd, D].
     if has_key(QKV_EINSUM):
-        qkv = take(QKV_EINSUM)  # [L, 3, H, D, hd]
+        qkv = _out_in(take(QKV_EINSUM), owned)  # [L, 3, H, hd, D]
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     else:
-        q = take(GEMMA_BLOCKS["q_einsum"])  # [L, H, D, hd]
-        kv = take(GEMMA_BLOCKS["kv_einsum"])  # [L, 2, KVH, D, hd]
+        q = _out_in(take(GEMMA_BLOCKS["q_einsum"]), owned)  # [L, H, hd, D]
+        kv = _out_in(take(GEMMA_BLOCKS["kv_einsum"]), owned)  # [L, 2, KVH, hd, D]
         k, v = kv[:, 0], kv[:, 1]
-    yield "q", _heads_in(q)
-    yield "k", _heads_in(k)
-    yield "v", _heads_in(v)
+    yield "q", _merge_axes(q, -3)
+    yield "k", _merge_axes(k, -3)
+    yield "v", _merge_axes(v, -3)
     del q, k, v
-    yield "attn_out", _merge_axes(take(GEMMA_BLOCKS["attn_vec_einsum"]), -3)
+    yield "attn_out", _out_in(_merge_axes(take(GEMMA_BLOCKS["attn_vec_einsum"]), -3), owned)
     yield "pre_ffw_norm", take(GEMMA_BLOCKS["pre_ffw_norm"])
     gating = take(GEMMA_BLOCKS["gating_einsum"])  # [L, 2, D, F]
     if owned and isinstance(gating, np.ndarray) and gating.flags.c_contiguous and gating.flags.writeable:
-        gating = _pairs_first(gating)  # in place: gate and up become contiguous halves
+        gating = _out_in(_pairs_first(gating), owned)  # in place: [2, L, F, D]
         yield "gate", gating[0]
         yield "up", gating[1]
     else:
-        yield "gate", gating[:, 0]
-        yield "up", gating[:, 1]
+        yield "gate", _out_in(gating[:, 0], owned)
+        yield "up", _out_in(gating[:, 1], owned)
     del gating
-    yield "down", take(GEMMA_BLOCKS["linear"])
+    yield "down", _out_in(take(GEMMA_BLOCKS["linear"]), owned)
     for f in ("post_attention_norm", "post_ffw_norm"):
         yield f, take(GEMMA_BLOCKS[f]) if g.post_norms else None
 
@@ -235,8 +260,11 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
         # (readers allocate them so) instead of copying it. A caller's array is copied.
         return jax.device_put(arr) if consume else jnp.array(arr)
 
-    img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg), cfg.vision.depth, stacked, to_jax)
-    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(take(k)) for f, k in SIGLIP_TOP.items()})
+    img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg, owned=consume), cfg.vision.depth,
+                               stacked, to_jax)
+    img_top = {f: take(k) for f, k in SIGLIP_TOP.items()}
+    img_top["head_kernel"] = _out_in(img_top["head_kernel"], consume)
+    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(w) for f, w in img_top.items()})
     llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=consume),
                                cfg.llm.depth, stacked, to_jax)
     llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
@@ -251,29 +279,38 @@ def _stacked_numpy(blocks) -> dict[str, np.ndarray | None]:
 
 
 def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
-    """The model's parameters under big_vision's names (numpy arrays, stored dtype)."""
+    """The model's parameters under big_vision's names (numpy arrays, stored dtype; the
+    kernels may be transposed views)."""
     v, g = model.cfg.vision, model.cfg.llm
+    nh, hd = v.num_heads, v.head_dim
     img = _stacked_numpy(model.img.blocks)
-    for f in ("q_kernel", "k_kernel", "v_kernel", "q_bias", "k_bias", "v_bias"):
-        img[f] = img[f].reshape(*img[f].shape[:-1], v.num_heads, v.head_dim)
-    img["out_kernel"] = img["out_kernel"].reshape(v.depth, v.num_heads, v.head_dim, -1)
+    for f in ("q_kernel", "k_kernel", "v_kernel"):
+        img[f] = _swap(img[f]).reshape(v.depth, v.width, nh, hd)
+    for f in ("q_bias", "k_bias", "v_bias"):
+        img[f] = img[f].reshape(v.depth, nh, hd)
+    img["out_kernel"] = _swap(img["out_kernel"]).reshape(v.depth, nh, hd, v.width)
+    img["mlp0_kernel"], img["mlp1_kernel"] = _swap(img["mlp0_kernel"]), _swap(img["mlp1_kernel"])
     out = {k: img[f] for f, k in SIGLIP_BLOCKS.items()}
     out.update({k: np.asarray(getattr(model.img, f)) for f, k in SIGLIP_TOP.items()})
+    out[SIGLIP_TOP["head_kernel"]] = _swap(out[SIGLIP_TOP["head_kernel"]])
     out.update({k: np.asarray(getattr(model.llm, f)) for f, k in GEMMA_TOP.items()})
     llm = _stacked_numpy(model.llm.blocks)
-    q = _heads_out(llm["q"], g.num_heads)
-    k, v_ = _heads_out(llm["k"], g.num_kv_heads), _heads_out(llm["v"], g.num_kv_heads)
+
+    def heads(w, n):  # [L, n * hd, D] -> [L, n, D, hd]
+        return _swap(w.reshape(g.depth, n, g.head_dim, g.width))
+
+    q, k, v_ = heads(llm["q"], g.num_heads), heads(llm["k"], g.num_kv_heads), heads(llm["v"], g.num_kv_heads)
     if g.num_kv_heads == g.num_heads:
         out[QKV_EINSUM] = np.stack([q, k, v_], axis=1)
     else:
         out[GEMMA_BLOCKS["q_einsum"]] = np.ascontiguousarray(q)
         out[GEMMA_BLOCKS["kv_einsum"]] = np.stack([k, v_], axis=1)
-    out[GEMMA_BLOCKS["attn_vec_einsum"]] = llm["attn_out"].reshape(g.depth, g.num_heads, g.head_dim, -1)
-    out[GEMMA_BLOCKS["gating_einsum"]] = np.stack([llm["gate"], llm["up"]], axis=1)
+    out[GEMMA_BLOCKS["attn_vec_einsum"]] = _swap(llm["attn_out"]).reshape(g.depth, g.num_heads, g.head_dim, -1)
+    out[GEMMA_BLOCKS["gating_einsum"]] = np.stack([_swap(llm["gate"]), _swap(llm["up"])], axis=1)
     for f in ("pre_attention_norm", "pre_ffw_norm", "post_attention_norm", "post_ffw_norm"):
         if llm[f] is not None:
             out[GEMMA_BLOCKS[f]] = llm[f]
-    out[GEMMA_BLOCKS["linear"]] = llm["down"]
+    out[GEMMA_BLOCKS["linear"]] = _swap(llm["down"])
     return out
 
 

@@ -24,19 +24,19 @@ class EncoderBlocks(eqx.Module):
 
     ln0_scale: jax.Array  # [C]
     ln0_bias: jax.Array  # [C]
-    q_kernel: jax.Array  # [C, heads * head_dim]
+    q_kernel: jax.Array  # [heads * head_dim, C] (every kernel [out, in], see ops.dense)
     q_bias: jax.Array  # [heads * head_dim]
     k_kernel: jax.Array
     k_bias: jax.Array
     v_kernel: jax.Array
     v_bias: jax.Array
-    out_kernel: jax.Array  # [heads * head_dim, C]
+    out_kernel: jax.Array  # [C, heads * head_dim]
     out_bias: jax.Array  # [C]
     ln1_scale: jax.Array
     ln1_bias: jax.Array
-    mlp0_kernel: jax.Array  # [C, mlp]
+    mlp0_kernel: jax.Array  # [mlp, C]
     mlp0_bias: jax.Array  # [mlp]
-    mlp1_kernel: jax.Array  # [mlp, C]
+    mlp1_kernel: jax.Array  # [C, mlp]
     mlp1_bias: jax.Array  # [C]
 
 
@@ -47,7 +47,7 @@ class SigLIP(eqx.Module):
     blocks: EncoderBlocks | tuple  # stacked, or one EncoderBlocks per layer
     norm_scale: jax.Array  # [C]
     norm_bias: jax.Array  # [C]
-    head_kernel: jax.Array  # [C, D_llm]
+    head_kernel: jax.Array  # [D_llm, C]
     head_bias: jax.Array  # [D_llm]
     cfg: SigLIPConfig = eqx.field(static=True)
 
@@ -82,7 +82,7 @@ def encode(model: SigLIP, images, *, impl: str = "xla"):
     p, g = cfg.patch_size, cfg.grid
     x = images[:, : g * p, : g * p].astype(model.patch_kernel.dtype)
     x = x.reshape(b, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, p * p * c)
-    x = dense(x, model.patch_kernel.reshape(p * p * c, -1)) + model.patch_bias
+    x = dense(x, model.patch_kernel.reshape(p * p * c, -1).T) + model.patch_bias
     x = x + model.pos_embedding
 
     if not is_stacked(model.blocks):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from pgbench.config import PRESETS
 from pgbench.errors import CheckpointError
-from pgbench.model.params import (QKV_EINSUM, _pairs_first, expected_shapes, from_bigvision_params,
-                                  init_params, to_bigvision_params)
+from pgbench.model.params import (QKV_EINSUM, _pairs_first, _transpose_in_place, expected_shapes,
+                                  from_bigvision_params, init_params, to_bigvision_params)
 from tests.model._reference import CASES, load_case
 
 
@@ -22,7 +22,8 @@ def _assert_same(a: dict, b: dict):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         # compare bits, so -0.0 / NaN payloads would count too
-        np.testing.assert_array_equal(a[k].view(np.uint8), b[k].view(np.uint8), err_msg=k)
+        np.testing.assert_array_equal(np.ascontiguousarray(a[k]).view(np.uint8),
+                                      np.ascontiguousarray(b[k]).view(np.uint8), err_msg=k)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -55,11 +56,11 @@ def test_qkv_einsum_variant_when_kv_heads_equal_heads():
     rng = np.random.default_rng(0)
     flat = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     model = from_bigvision_params(dict(flat), cfg)
-    # the model's q / v matrices: column h * hd + j of row d is head h's weight (d, j)
-    q = np.asarray(model.llm.blocks.q).reshape(2, 64, 4, 16)
-    v = np.asarray(model.llm.blocks.v).reshape(2, 64, 4, 16)
-    np.testing.assert_array_equal(q, flat[QKV_EINSUM][:, 0].transpose(0, 2, 1, 3))
-    np.testing.assert_array_equal(v, flat[QKV_EINSUM][:, 2].transpose(0, 2, 1, 3))
+    # the model's [out, in] q / v matrices: row h * hd + j, column d is head h's weight (d, j)
+    q = np.asarray(model.llm.blocks.q).reshape(2, 4, 16, 64)
+    v = np.asarray(model.llm.blocks.v).reshape(2, 4, 16, 64)
+    np.testing.assert_array_equal(q, flat[QKV_EINSUM][:, 0].transpose(0, 1, 3, 2))
+    np.testing.assert_array_equal(v, flat[QKV_EINSUM][:, 2].transpose(0, 1, 3, 2))
     _assert_same(to_bigvision_params(model), flat)
 
 
@@ -129,6 +130,19 @@ def test_pairs_first_reorders_in_place(layers, rest):
     a = np.arange(layers * 2 * int(np.prod(rest, dtype=int)), dtype=np.float32).reshape(layers, 2, *rest)
     want = np.ascontiguousarray(a.swapaxes(0, 1))
     out = _pairs_first(a)
+    assert np.shares_memory(out, a) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lead=st.lists(st.integers(1, 3), min_size=0, max_size=2), m=st.integers(1, 150), n=st.integers(1, 70))
+def test_transpose_in_place(lead, m, n):
+    """The block-by-block in-place [..., m, n] -> [..., n, m] transpose that turns big_vision
+    kernels into the model's [out, in] matrices equals a plain transpose, in the same memory
+    (m > 64 covers more than one row panel)."""
+    a = np.arange(int(np.prod(lead, dtype=int)) * m * n, dtype=np.float32).reshape(*lead, m, n)
+    want = np.ascontiguousarray(np.swapaxes(a, -1, -2))
+    out = _transpose_in_place(a)
     assert np.shares_memory(out, a) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, want)
 

@@ -1,0 +1,31 @@
+"""ops.dense: both evaluation orders give x @ w.T."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgbench.model.ops import SMALL_ROWS, dense
+
+
+@pytest.mark.parametrize("rows", [1, 3, SMALL_ROWS, SMALL_ROWS + 1, 200])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_is_x_times_w_transposed(rows, dtype):
+    """Against a float64 numpy product of the same (rounded) inputs; float32 to 1e-5 of the
+    largest |output| (summation order differs between the two paths), bfloat16 to one
+    rounding of the output (2**-8 relative)."""
+    rng = np.random.default_rng(rows)
+    x = jnp.asarray(rng.standard_normal((rows, 1, 96)), dtype)  # [B, N, K], N = 1 as in decoding
+    w = jnp.asarray(rng.standard_normal((40, 96)), dtype)  # [out, in]
+    got = jax.jit(dense)(x, w)
+    assert got.shape == (rows, 1, 40) and got.dtype == dtype
+    want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    scale = np.abs(want).max()
+    tol = 1e-5 * scale if dtype == jnp.float32 else 2.0 ** -8 * np.abs(want) + 1e-6 * scale
+    assert np.all(np.abs(np.asarray(got, np.float64) - want) <= tol)
+
+
+def test_dense_out_dtype():
+    x = jnp.ones((2, 8), jnp.bfloat16)
+    w = jnp.ones((3, 8), jnp.bfloat16)
+    assert dense(x, w, out_dtype=jnp.float32).dtype == jnp.float32
