@@ -44,6 +44,7 @@ FULL = [
     ("pg1-3b prefill SigLIP MLP", 256, 1152, 4304, 4, "float32"),
     ("pg1-3b prefill MLP up, bf16", 266, 2048, 16384, 2, "bfloat16"),
     ("decode-mid MLP up, batch 8, bf16", 8, 1024, 4096, 8, "bfloat16"),
+    ("decode-mid logits, batch 1, bf16", 1, 1024, 257152, 1, "bfloat16"),
 ]
 QUICK = [
     ("tiny, 2 rows", 2, 64, 96, 2, "float32"),
@@ -122,7 +123,9 @@ def run(args) -> dict:
 def markdown(res: dict) -> str:
     m = res["machine"]
     ways = list(dict.fromkeys(w for c in res["cases"] for w in c["ms"]))
-    lines = ["# Projection layouts on the CPU: milliseconds per matrix (GB/s of weights read)", "",
+    lines = ["# Projection layouts on the CPU: milliseconds per matrix", "",
+             "In brackets: GB/s of weights read for decoding shapes (memory-bound), GFLOP/s for "
+             "prefill shapes (compute-bound).", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
              + (f", torch {m['torch']}" if m.get("torch") else "") + f"; {m['date']}.", "",
              "| case | rows x in -> out | " + " | ".join(ways) + " |", "|---|---|" + "---|" * len(ways)]
@@ -130,10 +133,15 @@ def markdown(res: dict) -> str:
         cells = []
         for w in ways:
             ms = c["ms"].get(w)
-            cells.append("-" if ms is None else f"{ms:.2f} ({c['weight_mb'] / ms:.0f})")
+            if ms is None:
+                cells.append("-")
+            elif c["rows"] <= 64:
+                cells.append(f"{ms:.2f} ({c['weight_mb'] / ms:.0f} GB/s)")
+            else:
+                cells.append(f"{ms:.2f} ({2e-6 * c['rows'] * c['in'] * c['out'] / ms:.0f} GFLOP/s)")
         lines.append(f"| {c['what']} | {c['rows']} x {c['in']} -> {c['out']} | " + " | ".join(cells) + " |")
     lines += ["", "The model stores every projection `[out, in]` and `ops.dense` multiplies float32 "
-              "inputs of at most `ops.SMALL_ROWS` rows weight-major on the CPU, the rest as `x @ w.T`.",
+              "inputs of at most `ops.WEIGHT_MAJOR_MAX_ROWS` rows weight-major on the CPU, the rest as `x @ w.T`.",
               "", "Reproduce: `make bench` (or `python -m benchmarks.dense_orientation`)."]
     return "\n".join(lines) + "\n"
 
@@ -141,7 +149,7 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="results file stem (default benchmarks/results/dense_orientation)")
     args = ap.parse_args(argv)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 
-# At most this many rows, a float32 projection on the CPU is computed as w @ x.T (see dense).
-SMALL_ROWS = 64
+# Up to this many rows, a float32 projection on the CPU is computed weight-major (see dense).
+WEIGHT_MAJOR_MAX_ROWS = 64
 
 
 def dense(x, w, out_dtype=None):
@@ -17,21 +17,27 @@ def dense(x, w, out_dtype=None):
     dtype (or ``out_dtype``), accumulated in float32.
 
     Asking for a float32 result is what lets XLA's CPU backend use the native bf16
-    matrix instructions (a bf16-out dot runs several times slower). The ``[out, in]``
-    layout is the fast one for both shapes the model runs on XLA's CPU GEMMs: prefill's
-    x @ w.T runs 5-15% faster than x @ w with w stored ``[in, out]``, and for a few
-    rows (decoding) the weight-major product w @ x.T, kept apart from the transpose
-    after it by an optimisation barrier (XLA would otherwise fold the transpose back
-    into the dot), streams the weights ~2.5x faster at 8 rows than either; measured in
-    benchmarks/results/dense_orientation.md. float32 only: in bf16 the weight-major
-    product is the slow one.
+    matrix instructions (a bf16-out dot runs several times slower). On XLA's CPU GEMMs
+    the ``[out, in]`` layout is the faster one for both shapes the model runs
+    (benchmarks/results/dense_orientation.md): prefill rows as x @ w.T (as fast as or
+    up to ~15% faster than x @ w with w stored ``[in, out]``), and up to
+    ``WEIGHT_MAJOR_MAX_ROWS`` float32 rows (decoding) as the weight-major w @ x.T, which
+    streams the weights ~2x faster at 8 rows; an optimisation barrier keeps XLA from
+    folding the transpose after it back into the dot. In bf16 the weight-major product
+    is the slow one, and a one-row product runs ~10x slower than a two-row one, so a
+    single row is computed twice.
     """
     rows = math.prod(x.shape[:-1])
-    if rows <= SMALL_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32 \
-            and jax.default_backend() == "cpu":
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu and rows <= WEIGHT_MAJOR_MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32:
         x2 = x.reshape(rows, x.shape[-1])
         y = jax.lax.optimization_barrier(jnp.dot(w, x2.T, preferred_element_type=jnp.float32))
-        return y.T.reshape(*x.shape[:-1], w.shape[0])  # already float32
+        return y.T.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
+    if on_cpu and rows == 1 and x.dtype != jnp.float32:
+        # Two copies of the row: with a zero row appended XLA still picks the slow kernel.
+        x2 = jnp.concatenate([x.reshape(1, x.shape[-1])] * 2)
+        y = jax.lax.dot_general(x2, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)[:1]
+        return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
     y = jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
     return y.astype(out_dtype or x.dtype)
 

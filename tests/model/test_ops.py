@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgbench.model.ops import SMALL_ROWS, dense
+from pgbench.model.ops import WEIGHT_MAJOR_MAX_ROWS, dense
 
 
-@pytest.mark.parametrize("rows", [1, 3, SMALL_ROWS, SMALL_ROWS + 1, 200])
+@pytest.mark.parametrize("rows", [1, 3, WEIGHT_MAJOR_MAX_ROWS, WEIGHT_MAJOR_MAX_ROWS + 1, 200])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_dense_is_x_times_w_transposed(rows, dtype):
     """Against a float64 numpy product of the same (rounded) inputs; float32 to 1e-5 of the
