@@ -141,7 +141,8 @@ def markdown(res: dict) -> str:
                 cells.append(f"{ms:.2f} ({2e-6 * c['rows'] * c['in'] * c['out'] / ms:.0f} GFLOP/s)")
         lines.append(f"| {c['what']} | {c['rows']} x {c['in']} -> {c['out']} | " + " | ".join(cells) + " |")
     lines += ["", "The model stores every projection `[out, in]` and `ops.dense` multiplies float32 "
-              "inputs of at most `ops.WEIGHT_MAJOR_MAX_ROWS` rows weight-major on the CPU, the rest as `x @ w.T`.",
+              "inputs of at most `ops.WEIGHT_MAJOR_MAX_ROWS` rows weight-major on the CPU, the rest as `x @ w.T` "
+              "(a single bf16 row computed twice).",
               "", "Reproduce: `make bench` (or `python -m benchmarks.dense_orientation`)."]
     return "\n".join(lines) + "\n"
 

@@ -195,9 +195,10 @@ def markdown(res: dict) -> str:
         if "median_s" not in r:
             lines.append(f"| {key} | — | — | — | {r.get('error', '')} |")
             continue
+        speedup = r.get("speedup_vs_transformers_f32")
         lines.append(f"| {key} | {r['median_s']:.2f} | {r['gflops']:.0f} | "
                      f"{r.get('fraction_of_f32_matmul_rate', float('nan')):.0%} | "
-                     f"{r.get('speedup_vs_transformers_f32', float('nan')):.2f}x |")
+                     + (f"{speedup:.2f}x |" if speedup else "— |"))
     lines += ["", "Reproduce: `make bench` (or `python -m benchmarks.forward_cpu`)."]
     return "\n".join(lines) + "\n"
 
