@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import write_results
+from benchmarks.common import time_calls, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,16 +50,6 @@ QUICK = [
     ("tiny, 80 rows", 80, 64, 96, 2, "float32"),
     ("tiny, 2 rows, bf16", 2, 64, 96, 2, "bfloat16"),
 ]
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _case(what, rows, k, n, copies, dtype_name, repeats, rng) -> dict:
@@ -96,7 +85,7 @@ def _case(what, rows, k, n, copies, dtype_name, repeats, rng) -> dict:
         rel = np.abs(got - ref).max() / np.abs(ref).max()
         if rel > (1e-5 if dtype_name == "float32" else 1e-2):
             raise AssertionError(f"{what}: {name} is off by {rel:.2e} of max |y|")
-        out["ms"][name] = 1e3 * _best(lambda: jax.block_until_ready(fn(x, ws)), repeats) / copies
+        out["ms"][name] = 1e3 * min(time_calls(lambda: jax.block_until_ready(fn(x, ws)), repeats)) / copies
     del w_oi, w_io
     try:
         import torch
@@ -106,8 +95,8 @@ def _case(what, rows, k, n, copies, dtype_name, repeats, rng) -> dict:
     tw = [torch.from_numpy(w).to(tdt) for w in w_out_in]
     tx = torch.from_numpy(x_np).to(tdt)
     with torch.inference_mode():
-        out["ms"]["torch F.linear, w [out, in]"] = 1e3 * _best(
-            lambda: [torch.nn.functional.linear(tx, w) for w in tw], repeats) / copies
+        out["ms"]["torch F.linear, w [out, in]"] = 1e3 * min(time_calls(
+            lambda: [torch.nn.functional.linear(tx, w) for w in tw], repeats)) / copies
     return out
 
 
