@@ -72,7 +72,8 @@ def role_pgbench(args) -> dict:
     from pgbench.model.params import from_bigvision_params
 
     cfg = DECODE_MID
-    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, consume=True, stacked=False)
+    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
+                                  consume=True, stacked=False)
     images, tokens = (jnp.asarray(a) for a in _inputs(cfg, args.batch, args.text_tokens))
     mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
 
@@ -186,6 +187,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", choices=sorted(ROLES))
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dtype", default="float32", help="pgbench weights (--role pgbench only; the table is float32)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--text-tokens", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=32)

@@ -38,8 +38,11 @@ def dense(x, w, out_dtype=None):
         x2 = jnp.concatenate([x.reshape(1, x.shape[-1])] * 2)
         y = jax.lax.dot_general(x2, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)[:1]
         return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
-    y = jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-    return y.astype(out_dtype or x.dtype)
+    # As a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
+    # second array ahead of a loop that uses them (tests/model/test_ops.py).
+    y = jax.lax.dot_general(x.reshape(rows, x.shape[-1]), w, (((1,), (1,)), ((), ())),
+                            preferred_element_type=jnp.float32)
+    return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
 
 
 def layer_norm(x, scale, bias, eps=1e-6):

@@ -29,3 +29,22 @@ def test_dense_out_dtype():
     x = jnp.ones((2, 8), jnp.bfloat16)
     w = jnp.ones((3, 8), jnp.bfloat16)
     assert dense(x, w, out_dtype=jnp.float32).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rows", [8, 266])
+def test_dense_in_a_loop_keeps_the_weights_in_place(dtype, rows):
+    """Inside a decode loop the weights are loop-invariant; XLA's CPU backend once chose to
+    transpose every bf16 weight into a second copy before such a loop (3-D x): twice the
+    memory and a ~1 s transpose per decode call. Checked on the compiled program: no
+    instruction copies a weight-sized array."""
+    w = jnp.ones((4096, 1024), dtype)
+    x = jnp.ones((rows, 1, 1024), dtype)
+
+    def loop(x, w):
+        return jax.lax.fori_loop(0, 4, lambda i, x: dense(x, w)[..., :1024], x)
+
+    hlo = jax.jit(loop).lower(x, w).compile().as_text()
+    weight_copies = [line for line in hlo.splitlines()
+                     if " copy(" in line and ("[1024,4096]" in line or "[4096,1024]" in line)]
+    assert not weight_copies, weight_copies[:2]
