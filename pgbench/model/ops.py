@@ -28,21 +28,23 @@ def dense(x, w, out_dtype=None):
     single row is computed twice.
     """
     rows = math.prod(x.shape[:-1])
+    # Always a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
+    # second array ahead of a loop that uses them (tests/model/test_ops.py).
+    x2 = x.reshape(rows, x.shape[-1])
     on_cpu = jax.default_backend() == "cpu"
     if on_cpu and rows <= WEIGHT_MAJOR_MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32:
-        x2 = x.reshape(rows, x.shape[-1])
-        y = jax.lax.optimization_barrier(jnp.dot(w, x2.T, preferred_element_type=jnp.float32))
-        return y.T.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
-    if on_cpu and rows == 1 and x.dtype != jnp.float32:
+        y = jax.lax.optimization_barrier(jnp.dot(w, x2.T, preferred_element_type=jnp.float32)).T
+    elif on_cpu and rows == 1 and x.dtype != jnp.float32:
         # Two copies of the row: with a zero row appended XLA still picks the slow kernel.
-        x2 = jnp.concatenate([x.reshape(1, x.shape[-1])] * 2)
-        y = jax.lax.dot_general(x2, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)[:1]
-        return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
-    # As a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
-    # second array ahead of a loop that uses them (tests/model/test_ops.py).
-    y = jax.lax.dot_general(x.reshape(rows, x.shape[-1]), w, (((1,), (1,)), ((), ())),
-                            preferred_element_type=jnp.float32)
+        y = _times_transposed(jnp.concatenate([x2, x2]), w)[:1]
+    else:
+        y = _times_transposed(x2, w)
     return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
+
+
+def _times_transposed(x, w):
+    """f32[M, N] = x[M, K] @ w[N, K].T, accumulated in float32."""
+    return jax.lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
 def layer_norm(x, scale, bias, eps=1e-6):
