@@ -24,7 +24,7 @@ def dense(x, w, out_dtype=None):
     ``WEIGHT_MAJOR_MAX_ROWS`` float32 rows (decoding) as the weight-major w @ x.T, which
     streams the weights ~2x faster at 8 rows; an optimisation barrier keeps XLA from
     folding the transpose after it back into the dot. In bf16 the weight-major product
-    is the slow one, and a one-row product runs ~10x slower than a two-row one, so a
+    is the slow one, and a one-row product runs ~8x slower than a two-row one, so a
     single row is computed twice.
     """
     rows = math.prod(x.shape[:-1])

@@ -1,7 +1,7 @@
 """SigLIP ViT image encoder (So400m/14 and smaller) plus PaliGemma's linear projection.
 
-Weights are ``[in, out]`` matrices (heads flattened head-major), so every projection is
-one 2-D matmul. Layers are stacked (leading ``depth`` axis, run with ``lax.scan``) or a
+Weights are ``[out, in]`` matrices (heads flattened head-major; the patch kernel stays
+HWIO), so every projection is one 2-D matmul (``ops.dense``). Layers are stacked (leading ``depth`` axis, run with ``lax.scan``) or a
 tuple of per-layer blocks (an unrolled loop); see ``layer_forms.py``. big_vision's
 names map onto these fields in ``params.py``.
 """

@@ -36,7 +36,7 @@ def test_dense_out_dtype():
 def test_dense_in_a_loop_keeps_the_weights_in_place(dtype, rows):
     """Inside a decode loop the weights are loop-invariant; XLA's CPU backend once chose to
     transpose every bf16 weight into a second copy before such a loop (3-D x): twice the
-    memory and a ~1 s transpose per decode call. Checked on the compiled program: no
+    memory and a transpose of every weight per decode call. Checked on the compiled program: no
     instruction copies a weight-sized array."""
     w = jnp.ones((4096, 1024), dtype)
     x = jnp.ones((rows, 1, 1024), dtype)
