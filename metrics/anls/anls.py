@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import anls, hf
+from pgbench.scoring import anls, evaluate_base
 
 _DESCRIPTION = """Average Normalized Levenshtein Similarity (Biten et al. 2019, Eq. 1).
 mode: "rrc" (default, the official leaderboard scorer) or "big_vision" (see README.md)."""
@@ -15,10 +15,10 @@ mode: "rrc" | "big_vision". Returns {"anls": float}."""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class Anls(hf.DirectMetric):
+class Anls(evaluate_base.DirectMetric):
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION,
-                                   inputs_description=_KWARGS, features=hf.TEXT_FEATURES)
+                                   inputs_description=_KWARGS, features=evaluate_base.TEXT_FEATURES)
 
     def _compute(self, predictions, references, threshold=0.5, mode="rrc"):
         return anls.anls(predictions, references, threshold=threshold, mode=mode)

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import caption, hf
+from pgbench.scoring import caption, evaluate_base
 
 _DESCRIPTION = """PTB-tokenised (Java) captions scored by pycocoevalcap's Bleu(4), Meteor, Rouge
 and Cider, one prediction per example, examples identified by position. Needs `java`."""
@@ -15,10 +15,10 @@ Returns {"cider", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor"}."
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class CocoCaption(hf.DirectMetric):
+class CocoCaption(evaluate_base.DirectMetric):
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION,
-                                   inputs_description=_KWARGS, features=hf.TEXT_FEATURES)
+                                   inputs_description=_KWARGS, features=evaluate_base.TEXT_FEATURES)
 
     def _compute(self, predictions, references):
         return caption.coco_caption(predictions, references)

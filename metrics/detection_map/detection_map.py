@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import detection, hf
+from pgbench.scoring import detection, evaluate_base
 
 _DESCRIPTION = """Per-image lists of {"box": [x0, y0, x1, y1], "label": str, "score"?: float}
 scored by COCOeval (bbox). Predictions without a score get score 1.0."""
@@ -14,7 +14,7 @@ Returns {"map", "map_50", "map_75"}. Only compute(predictions=..., references=..
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class DetectionMap(hf.DirectMetric):
+class DetectionMap(evaluate_base.DirectMetric):
     supports_add_batch = False
 
     def _info(self):

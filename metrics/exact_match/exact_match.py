@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import hf, short_answer
+from pgbench.scoring import evaluate_base, short_answer
 
 _DESCRIPTION = """1 if the prediction equals one of its ground truths, else 0; mean over questions.
 Options: to_lower (OCR-VQA config), number_words (TallyQA: "two" -> "2")."""
@@ -15,10 +15,10 @@ number_words: bool = False. Returns {"exact_match"}."""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class ExactMatch(hf.DirectMetric):
+class ExactMatch(evaluate_base.DirectMetric):
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION,
-                                   inputs_description=_KWARGS, features=hf.TEXT_FEATURES)
+                                   inputs_description=_KWARGS, features=evaluate_base.TEXT_FEATURES)
 
     def _compute(self, predictions, references, to_lower=False, number_words=False):
         return short_answer.exact_match(predictions, references, to_lower=to_lower, number_words=number_words)

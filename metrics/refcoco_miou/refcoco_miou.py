@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import hf, mask_iou
+from pgbench.scoring import evaluate_base, mask_iou
 
 _DESCRIPTION = """Per-example mask IoU averaged (mIoU) and cumulative IoU (cIoU) over binary
 masks at the original image resolution. An empty prediction scores IoU 0."""
@@ -14,7 +14,7 @@ Returns {"miou", "ciou"}. Only compute(predictions=..., references=...) is suppo
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class RefcocoMiou(hf.DirectMetric):
+class RefcocoMiou(evaluate_base.DirectMetric):
     supports_add_batch = False
 
     def _info(self):

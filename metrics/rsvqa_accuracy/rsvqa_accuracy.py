@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import hf, short_answer
+from pgbench.scoring import evaluate_base, short_answer
 
 _DESCRIPTION = """Any-match accuracy overall, per question type, averaged over types, and the
 non-numeric average ({comp, presence, rural_urban} for LR, {comp, presence} for HR)."""
@@ -16,10 +16,10 @@ Returns {"accuracy_overall", "accuracy_average", "accuracy_nonnumeric", "accurac
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class RsvqaAccuracy(hf.DirectMetric):
+class RsvqaAccuracy(evaluate_base.DirectMetric):
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION,
-                                   inputs_description=_KWARGS, features=hf.TEXT_FEATURES)
+                                   inputs_description=_KWARGS, features=evaluate_base.TEXT_FEATURES)
 
     def _compute(self, predictions, references, question_types=None, variant="lr", to_lower=False):
         return short_answer.rsvqa_accuracy(predictions, references, question_types,

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from pgbench.scoring import hf, vqa
+from pgbench.scoring import evaluate_base, vqa
 
 _DESCRIPTION = """Leave-one-out VQA accuracy over the human answers with the official answer
 normalisation (see README.md). mode: "official" (default), "big_vision" or "simple"."""
@@ -16,10 +16,10 @@ Returns {"accuracy": float} plus "accuracy/<answer type>" when answer_types is g
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class VqaAccuracy(hf.DirectMetric):
+class VqaAccuracy(evaluate_base.DirectMetric):
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION,
-                                   inputs_description=_KWARGS, features=hf.TEXT_FEATURES,
+                                   inputs_description=_KWARGS, features=evaluate_base.TEXT_FEATURES,
                                    reference_urls=["https://visualqa.org/evaluation.html"])
 
     def _compute(self, predictions, references, answer_types=None, mode="official"):
