@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
-from pgbench import structured
+from pgbench import images, structured
 from pgbench.errors import CheckpointError, InputError, ReferenceCaseError
 from pgbench.checkpoints.bigvision_npz import read_npz_arrays
+from pgbench.scoring import mask_iou
 
 CODEBOOK_SIZE = 128
 CODE_DIM = 512
@@ -354,25 +355,10 @@ def attach_masks(result: structured.ParseResult, vae: VQVAE) -> structured.Parse
 # Encoding direction: full-image mask + box -> tokens (big_vision's refcoco_mask2str op).
 
 
-def _triangle_weights(in_size: int, out_size: int) -> np.ndarray:
-    """f64[out, in] weights of TF's antialiased bilinear resize (scale_and_translate, triangle).
-
-    Output sample x sits at input coordinate s = (x + 0.5) * in/out (pixel-edge units); input
-    pixel i contributes tri(|i + 0.5 - s| / k) with the kernel widened to k = max(in/out, 1)
-    when shrinking; each row is normalised to sum 1 (pixels beyond the border are dropped).
-    """
-    inv_scale = in_size / out_size
-    k = max(inv_scale, 1.0)
-    s = (np.arange(out_size) + 0.5) * inv_scale
-    dist = np.abs(np.arange(in_size)[None, :] + 0.5 - s[:, None]) / k
-    wts = np.maximum(0.0, 1.0 - dist)
-    return wts / wts.sum(axis=1, keepdims=True)
-
-
 def resize_antialiased_bilinear(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """f[h, w] -> f64[height, width] like ``tf.image.resize(..., 'bilinear', antialias=True)``."""
-    img = np.asarray(img, np.float64)
-    return _triangle_weights(img.shape[0], height) @ img @ _triangle_weights(img.shape[1], width).T
+    """f[h, w] -> f64[height, width] like ``tf.image.resize(..., 'bilinear', antialias=True)``
+    (:func:`pgbench.images.resize_antialiased` in float64)."""
+    return images.resize_antialiased(img, height, width, dtype=np.float64)
 
 
 def _mask_as_unit_float(mask: np.ndarray) -> np.ndarray:
@@ -494,17 +480,9 @@ def _box_outputs(vae: VQVAE, inp: Mapping[str, np.ndarray]) -> dict[str, np.ndar
            "box_pixels": pixels, "box_masks64": tm.masks64, "pasted_float": pasted_float,
            "pasted_binary": np.stack(tm.masks) if tm.masks else np.zeros((0,) + hw, bool)}
     if "gt_masks" in inp:
-        out["mask_iou"] = np.array([mask_iou(p, g) if ok else 0.0 for p, g, ok
+        out["mask_iou"] = np.array([mask_iou.iou(p, g) if ok else 0.0 for p, g, ok
                                     in zip(tm.masks, inp["gt_masks"], tm.pasted)], np.float64)
     if "gt_boxes" in inp:
         out["box_iou"] = np.array([structured.box_iou_normalized(b, g) for b, g
                                    in zip(norm, np.asarray(inp["gt_boxes"]))], np.float64)
     return out
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """|P & G| / |P | G| of two full-image bool masks; 0.0 when both are empty."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    inter = int(np.sum(pred & gt))
-    union = int(np.sum(pred)) + int(np.sum(gt)) - inter
-    return inter / union if union else 0.0

@@ -49,10 +49,21 @@ def intersections_unions(predictions, references) -> tuple[np.ndarray, np.ndarra
     return inter, union
 
 
+def iou(pred, gt) -> float:
+    """|P & G| / |P | G| of one prediction and its ground truth (2-D 0/1 or bool masks of
+    one shape); 0.0 when both are empty (see the module docstring)."""
+    inter, union = intersections_unions([pred], [gt])
+    return _ratio(int(inter[0]), int(union[0]))
+
+
+def _ratio(inter: int, union: int) -> float:
+    return float(inter) / float(union) if union else 0.0
+
+
 def refcoco_miou(predictions, references) -> dict[str, float]:
     """{"miou", "ciou"} over binary masks; see the module docstring for 0/0."""
     inter, union = intersections_unions(predictions, references)
-    ious = [float(i) / float(u) if u else 0.0 for i, u in zip(inter.tolist(), union.tolist())]
+    ious = [_ratio(i, u) for i, u in zip(inter.tolist(), union.tolist())]
     total_union = int(union.sum())
     return {"miou": sum(ious) / len(ious),
             "ciou": float(inter.sum()) / total_union if total_union else 0.0}

@@ -29,6 +29,16 @@ def test_worked_example():
 def test_empty_on_empty_is_zero():
     z = np.zeros((2, 2), bool)
     assert mask_iou.refcoco_miou([z], [z]) == {"miou": 0.0, "ciou": 0.0}
+    assert mask_iou.iou(z, z) == 0.0
+
+
+def test_single_pair_iou_is_the_per_example_score():
+    p = np.zeros((4, 5), bool); p[:2, :2] = True
+    g = np.zeros((4, 5), bool); g[:2, :3] = True
+    assert mask_iou.iou(p, g) == 4 / 6
+    assert mask_iou.iou(p, g) == mask_iou.refcoco_miou([p], [g])["miou"]
+    with pytest.raises(InputError, match="differs"):
+        mask_iou.iou(p, g[:3])
 
 
 def test_random_masks_against_float_formula():
