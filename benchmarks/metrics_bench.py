@@ -102,6 +102,10 @@ for i, (pred, answers, kind) in enumerate(zip(data["preds"], data["refs"], data[
     res[i] = {"answer": pred}
 
 class Recording(VQAEval):
+    per_question = {}
+    def setEvalQA(self, quesId, acc):
+        self.per_question[quesId] = acc
+        VQAEval.setEvalQA(self, quesId, acc)
     def setAccuracy(self, accQA, accQuesType, accAnsType):
         self.raw = float(sum(accQA)) / len(accQA)
         self.raw_types = dict((k, float(sum(v)) / len(v)) for k, v in accAnsType.items())
@@ -114,9 +118,12 @@ t0 = time.time()
 ev.evaluate()
 seconds = time.time() - t0
 sys.stdout = real_stdout
-print(json.dumps({"seconds": seconds, "accuracy": repr(ev.raw),
-                  "types": dict((k, repr(v)) for k, v in ev.raw_types.items()),
-                  "reported": ev.accuracy["overall"], "python": sys.version.split()[0]}))
+out = {"seconds": seconds, "accuracy": repr(ev.raw),
+       "types": dict((k, repr(v)) for k, v in ev.raw_types.items()),
+       "reported": ev.accuracy["overall"], "python": sys.version.split()[0]}
+if len(sys.argv) > 3 and sys.argv[3] == "--per-question":
+    out["per_question"] = [repr(ev.per_question[i]) for i in range(len(data["preds"]))]
+print(json.dumps(out))
 '''
 
 
@@ -134,11 +141,20 @@ def _find_python2(explicit: str | None) -> str | None:
     return None
 
 
-def run_official_vqa(official: Path, preds, refs, types, python2: str | None) -> dict:
+def run_official_vqa(official: Path, preds, refs, types, python2: str | None, *,
+                     per_question: bool = False, require_python2: bool = False) -> dict:
+    """Score with the official VQAEval.evaluate(); unrounded values as repr() strings.
+
+    per_question: also return "per_question", each question's unrounded score (the value
+    the script passes to setEvalQA before rounding it). require_python2: fail rather than
+    fall back to the Python 3 rewrite (whose `\\d` is Unicode, unlike the script's).
+    """
     with tempfile.TemporaryDirectory(prefix="pgbench-official-vqa-") as tmp:
         tmp = Path(tmp)
         src = official.read_text(encoding="utf-8")
         interpreter = _find_python2(python2)
+        if interpreter is None and require_python2:
+            raise RuntimeError("no Python 2 interpreter found: pass --python2 PATH (or set PGBENCH_PYTHON2)")
         if interpreter is None:
             # Python 3 fallback: only the two `print "..."` statements need rewriting.
             src = re.sub(r'^(\s*)print "(.*)"\s*$', r'\1print("\2")', src, flags=re.M)
@@ -149,8 +165,8 @@ def run_official_vqa(official: Path, preds, refs, types, python2: str | None) ->
         (tmp / "vqaEval.py").write_text(src, encoding="utf-8")
         (tmp / "driver.py").write_text(_DRIVER, encoding="utf-8")
         (tmp / "data.json").write_text(json.dumps({"preds": preds, "refs": refs, "types": types}), encoding="utf-8")
-        proc = subprocess.run([interpreter, str(tmp / "driver.py"), str(tmp), str(tmp / "data.json")],
-                              capture_output=True, text=True)
+        cmd = [interpreter, str(tmp / "driver.py"), str(tmp), str(tmp / "data.json")]
+        proc = subprocess.run(cmd + (["--per-question"] if per_question else []), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"official VQA evaluation failed:\n{proc.stderr[-2000:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from pgbench.scoring import _inputs
+from pgbench.scoring import _inputs, py2_text
 
 # The official punctuation list, in the official order (order matters: each character's
 # delete-or-space decision is taken on the *input* text, the edits on the running output).
@@ -86,9 +86,10 @@ def _punctuation(text: str, digit_comma: re.Pattern, period: re.Pattern, count: 
     return out
 
 
-def _words(text: str) -> str:
+def _words(text: str, py2: bool) -> str:
     out = []
-    for word in text.lower().split():
+    words = py2_text.split(py2_text.lower(text)) if py2 else text.lower().split()
+    for word in words:
         word = NUMBER_WORDS.get(word, word)
         if word not in ARTICLES:
             out.append(CONTRACTIONS.get(word, word))
@@ -96,16 +97,21 @@ def _words(text: str) -> str:
 
 
 def normalize_official(text: str) -> str:
-    """vqaEval.py's processPunctuation then processDigitArticle, as run by Python 2."""
-    return _words(_punctuation(text, _DIGIT_COMMA_ASCII, _PERIOD_ASCII, _OFFICIAL_PERIOD_COUNT))
+    """vqaEval.py's processPunctuation then processDigitArticle, as run by Python 2
+    (its lower() and split() included: see `py2_text`)."""
+    return _words(_punctuation(text, _DIGIT_COMMA_ASCII, _PERIOD_ASCII, _OFFICIAL_PERIOD_COUNT), py2=True)
 
 
 def normalize_big_vision(text: str) -> str:
     """big_vision's postprocess_vqav2_text: Unicode `\\d`, and every period is removed."""
-    return _words(_punctuation(text, _DIGIT_COMMA_UNICODE, _PERIOD_UNICODE, 0))
+    return _words(_punctuation(text, _DIGIT_COMMA_UNICODE, _PERIOD_UNICODE, 0), py2=False)
 
 
-def _strip(text: str) -> str:
+def _strip_py2(text: str) -> str:
+    return py2_text.strip(text.replace("\n", " ").replace("\t", " "))
+
+
+def _strip_py3(text: str) -> str:
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
@@ -117,7 +123,9 @@ def question_scores(predictions: list[str], references: list[list[str]],
     """Per-question VQA score in [0, 1]; inputs are assumed validated."""
     if mode == "simple":
         return [min(1.0, sum(r == p for r in refs) / 3.0) for p, refs in zip(predictions, references)]
-    normalize = normalize_official if mode == "official" else normalize_big_vision
+    official = mode == "official"
+    normalize = normalize_official if official else normalize_big_vision
+    strip = _strip_py2 if official else _strip_py3
     # Answers repeat massively across a dataset ("yes", "2", ...): normalise each string once.
     strip_cache: dict[str, str] = {}
     norm_cache: dict[str, str] = {}
@@ -125,7 +133,7 @@ def question_scores(predictions: list[str], references: list[list[str]],
     def stripped(s: str) -> str:
         t = strip_cache.get(s)
         if t is None:
-            t = strip_cache[s] = _strip(s)
+            t = strip_cache[s] = strip(s)
         return t
 
     def normed(s: str) -> str:
