@@ -11,6 +11,7 @@ these fields in ``params.py``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -104,7 +105,8 @@ def _layer_windows(cfg: GemmaConfig):
 
 
 def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache | None = None,
-               write_index=None, attend_cache: bool = False, impl: str = "xla"):
+               write_index=None, attend_cache: bool = False, impl: str = "xla",
+               dropout: float = 0.0, dropout_key=None, remat: str | None = None):
     """Run every decoder block over x: [B, N, D] with positions, ar_cumsum: i32[B, N] and
     valid: bool[B, N].
 
@@ -115,15 +117,24 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
     - cache, ``attend_cache=True`` (extend): K/V are written there and the tokens
       attend the whole cache, whose metadata must already describe the new slots.
 
+    Training switches (no cache): ``dropout`` > 0 with a ``dropout_key`` drops the attention
+    and MLP outputs of every block where big_vision's Gemma does (each layer its own key);
+    ``remat`` names a ``jax.checkpoint_policies`` policy (big_vision trains with
+    ``"nothing_saveable"``) to recompute each block in the backward pass.
+
     Returns (h [B, N, D] before the final norm, the updated cache or None).
     """
     cfg = model.cfg
     if cache is not None and write_index is None:
         raise ValueError("write_index is required with a cache")
+    if dropout and dropout_key is None:
+        raise ValueError("dropout needs a dropout_key")
+    policy = _remat_policy(remat)
+    layer_keys = (jax.random.split(dropout_key, cfg.depth) if dropout else None)
     b, n, _ = x.shape
     H, K, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def block(x, layer: DecoderBlocks, window, k_cache, v_cache, li=None):
+    def block(x, layer: DecoderBlocks, window, k_cache, v_cache, li=None, key=None):
         # k_cache, v_cache: this layer's [B, S, KVH, hd], or (li an int) every layer's
         # stacked cache, written in place and read at layer li.
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
@@ -149,9 +160,14 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
         o = dense(o.astype(x.dtype).reshape(b, n, H * hd), layer.attn_out)
         if layer.post_attention_norm is not None:
             o = rms_norm(o, layer.post_attention_norm, cfg.norm_eps)
+        if dropout:  # as big_vision: after the post-attention norm, before the post-FFW norm
+            attn_key, ffw_key = jax.random.split(key)
+            o = drop(o, dropout, attn_key)
         x = x + o
         h = rms_norm(x, layer.pre_ffw_norm, cfg.norm_eps)
         f = dense(gelu(dense(h, layer.gate)) * dense(h, layer.up), layer.down)
+        if dropout:
+            f = drop(f, dropout, ffw_key)
         if layer.post_ffw_norm is not None:
             f = rms_norm(f, layer.post_ffw_norm, cfg.norm_eps)
         return x + f, k_cache, v_cache
@@ -159,20 +175,44 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
     if not is_stacked(model.blocks):
         k_all, v_all = (None, None) if cache is None else (cache.k, cache.v)
         for i, layer in enumerate(model.blocks):
-            x, k_all, v_all = block(x, layer, layer_window(cfg, i), k_all, v_all, li=i)
+            run = functools.partial(block, window=layer_window(cfg, i), li=i)
+            if policy is not None:
+                run = jax.checkpoint(run, policy=policy)
+            x, k_all, v_all = run(x, layer, k_cache=k_all, v_cache=v_all,
+                                  key=None if layer_keys is None else layer_keys[i])
         return x, None if cache is None else cache._replace(k=k_all, v=v_all)
 
     def step(x, scanned):
-        layer, window, k_cache, v_cache = scanned
-        x, k_cache, v_cache = block(x, layer, window, k_cache, v_cache)
+        layer, window, k_cache, v_cache, key = scanned
+        x, k_cache, v_cache = block(x, layer, window, k_cache, v_cache, key=key)
         return x, (k_cache, v_cache)
 
+    if policy is not None:
+        step = jax.checkpoint(step, policy=policy)
     xs = (model.blocks, _layer_windows(cfg),
-          None if cache is None else cache.k, None if cache is None else cache.v)
+          None if cache is None else cache.k, None if cache is None else cache.v, layer_keys)
     x, (k_new, v_new) = jax.lax.scan(step, x, xs)
     if cache is not None:
         cache = cache._replace(k=k_new, v=v_new)
     return x, cache
+
+
+def drop(x, rate: float, key):
+    """Inverted dropout: each element zeroed with probability ``rate``, the rest scaled by
+    1 / (1 - rate) (flax ``nn.Dropout``; its random bits are not reproduced)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _remat_policy(name: str | None):
+    """A ``jax.checkpoint_policies`` policy by name, or None (no rematerialisation)."""
+    if name is None or name == "none":
+        return None
+    policy = getattr(jax.checkpoint_policies, name, None)
+    if policy is None or not callable(policy):
+        raise ValueError(f"unknown remat policy {name!r}; use 'none' or a name in "
+                         "jax.checkpoint_policies (e.g. 'nothing_saveable', 'dots_saveable')")
+    return policy
 
 
 def _write_kv(cache, new, index, layer=None):

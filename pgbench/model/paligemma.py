@@ -85,24 +85,46 @@ def forward(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl:
     return gemma.logits(model.llm, h, final_softcap=final_softcap), zimg
 
 
+def text_hidden(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl: str = "xla",
+                compute_dtype=None, dropout: float = 0.0, dropout_key=None,
+                remat: str | None = None):
+    """The LLM's last hidden states at the text positions only: [B, T, D] (before the final
+    norm), with the (cast) model -> (h, model). Same sequence and positions as ``forward``;
+    ``dropout`` / ``dropout_key`` / ``remat`` are the training switches of
+    ``gemma.run_blocks``."""
+    model = cast(model, compute_dtype)
+    x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
+    valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
+    pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), valid.shape)
+    h, _ = gemma.run_blocks(model.llm, x, positions=pos, ar_cumsum=ar_cumsum(ar), valid=valid,
+                            impl=attn_impl, dropout=dropout, dropout_key=dropout_key, remat=remat)
+    return h[:, zimg.shape[1]:], model
+
+
 def suffix_loss(model: PaliGemma, images, tokens, input_mask, mask_ar, mask_loss, *,
                 label_smoothing: float = 0.0, attn_impl: str = "xla", final_softcap: bool = False,
-                compute_dtype=None):
-    """Per-example mean next-token NLL over the suffix: f32[B].
+                compute_dtype=None, dropout: float = 0.0, dropout_key=None,
+                remat: str | None = None):
+    """Per-example mean next-token NLL over the suffix: f32[B] (big_vision's trainer).
 
-    As big_vision's trainer / perplexity evaluator: feed tokens[:, :-1], predict
-    tokens[:, 1:], weight by mask_loss[:, 1:], divide by the per-example weight sum
-    (clipped at 1). Logits without the final soft-cap by default (big_vision's
-    ``Model.__call__``); label smoothing spreads that mass uniformly over the vocabulary.
+    Feed tokens[:, :-1], predict tokens[:, 1:], weight by mask_loss[:, 1:] (suffix and EOS),
+    divide by the per-example weight sum (clipped at 1); the batch loss is its mean. Only
+    the text positions are projected to the vocabulary (image positions never produce
+    logits). Logits without the final soft-cap by default (big_vision's ``compute_logits``).
+    Label smoothing ε as big_vision: target 1 - ε on the label and ε / (V - 1) on every
+    other token. ``dropout`` (with ``dropout_key``) is the LLM's; ``remat`` a
+    ``jax.checkpoint_policies`` name applied to each decoder layer.
     """
-    logits, zimg = forward(model, images, tokens[:, :-1], input_mask[:, :-1], mask_ar[:, :-1],
-                           attn_impl=attn_impl, final_softcap=final_softcap,
-                           compute_dtype=compute_dtype)
-    text_logits = logits[:, zimg.shape[1]:]
-    logp = jax.nn.log_softmax(text_logits, axis=-1)
+    h, cast_model = text_hidden(model, images, tokens[:, :-1], input_mask[:, :-1], mask_ar[:, :-1],
+                                attn_impl=attn_impl, compute_dtype=compute_dtype, dropout=dropout,
+                                dropout_key=dropout_key, remat=remat)
+    logits = gemma.logits(cast_model.llm, h, final_softcap=final_softcap)  # f32[B, T-1, V]
+    logp = jax.nn.log_softmax(logits, axis=-1)
     targets = tokens[:, 1:]
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    label_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    nll = -label_logp
     if label_smoothing:
-        nll = (1 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+        off = label_smoothing / (logits.shape[-1] - 1)
+        nll = -(1.0 - label_smoothing) * label_logp - off * (jnp.sum(logp, axis=-1) - label_logp)
     w = mask_loss[:, 1:].astype(jnp.float32)
     return jnp.sum(nll * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)

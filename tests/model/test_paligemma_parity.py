@@ -80,16 +80,18 @@ def test_suffix_loss(case):
 
 
 def test_label_smoothing_changes_loss_as_defined(case):
-    """Smoothing eps: (1 - eps) * NLL + eps * mean over the vocabulary of -log p."""
+    """Smoothing eps as big_vision: target 1 - eps on the label, eps / (V - 1) elsewhere."""
     inp = case["inp"]
     # big_vision's reference text logits over tokens[:, :-1]: the last token (EOS or padding,
     # flag 1) is invisible to every earlier position, so they equal the loss forward's.
     logits = case["out"]["text_logits"][:, :-1].astype(np.float64)
     logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
+    label = np.take_along_axis(logp, inp["tokens"][:, 1:, None], -1)[..., 0]
+    others = (logp.sum(-1) - label) / (logp.shape[-1] - 1)
     w = inp["mask_loss"][:, 1:].astype(np.float64)
-    uniform = (-logp.mean(-1) * w).sum(-1) / w.sum(-1)
-    np.testing.assert_allclose(case["smooth"], 0.7 * case["loss"] + 0.3 * uniform, rtol=1e-5)
+    smooth = ((-0.7 * label - 0.3 * others) * w).sum(-1) / w.sum(-1)
+    np.testing.assert_allclose(case["smooth"], smooth, rtol=1e-5)
 
 
 def test_bfloat16_compute_is_close(case):
