@@ -13,6 +13,9 @@ Two levels:
   that does not follow the pattern (or breaks the validity rules above) is skipped and
   counted in ``num_malformed``; parsing never raises on model output.
 
+Token ids are read through a :class:`pgbench.tokenizer.LocSegIds` (``tokenizer.locseg``):
+pgbench never assumes where a vocabulary keeps its loc/seg pieces.
+
 Coordinate conventions (the same everywhere in pgbench):
 
 * a bin ``b`` in [0, 1023] is the normalised coordinate ``b / 1023`` (bin 0 -> 0.0, bin 1023
@@ -35,10 +38,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-LOC_BASE_ID = 256000  # id of <loc0000> in the PaliGemma vocabulary
-SEG_BASE_ID = 257024  # id of <seg000>
-NUM_LOC_BINS = 1024
-NUM_SEG_CODES = 128
+from pgbench.tokenizer import NUM_LOC as NUM_LOC_BINS, NUM_SEG as NUM_SEG_CODES, LocSegIds
+
 NUM_CODES_PER_MASK = 16
 BIN_SCALE = NUM_LOC_BINS - 1  # bins map to [0, 1] by b / 1023
 
@@ -46,28 +47,28 @@ BIN_SCALE = NUM_LOC_BINS - 1  # bins map to [0, 1] by b / 1023
 # Level (a): token ids, exactly as big_vision's segmentation evaluator.
 
 
-def parse_seg_token_ids(ids: Sequence[int] | np.ndarray, *, loc_base: int = LOC_BASE_ID,
-                        seg_base: int = SEG_BASE_ID) -> tuple[bool, np.ndarray, np.ndarray]:
+def parse_seg_token_ids(ids: Sequence[int] | np.ndarray, *, locseg: LocSegIds
+                        ) -> tuple[bool, np.ndarray, np.ndarray]:
     """One decoded sequence -> ``(valid, bins i32[4] (y1,x1,y2,x2), codes i32[16])``.
 
-    Only the first 20 ids are read. Invalid predictions return zeros for bins and codes.
+    Only the first 20 ids are read; ``locseg`` (``tokenizer.locseg``) says which ids are
+    ``<loc>``/``<seg>`` pieces. Invalid predictions return zeros for bins and codes.
     """
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    t = np.concatenate([ids[:4] - loc_base, ids[4:4 + NUM_CODES_PER_MASK] - seg_base])
-    valid = bool(
-        t.size == 4 + NUM_CODES_PER_MASK
-        and np.all((t[:4] >= 0) & (t[:4] < NUM_LOC_BINS))
-        and np.all((t[4:] >= 0) & (t[4:] < NUM_SEG_CODES))
-        and t[2] > t[0] and t[3] > t[1])
+    bins = [locseg.loc_index(i) for i in ids[:4]]
+    codes = [locseg.seg_index(i) for i in ids[4:4 + NUM_CODES_PER_MASK]]
+    valid = (len(bins) == 4 and len(codes) == NUM_CODES_PER_MASK
+             and None not in bins and None not in codes
+             and bins[2] > bins[0] and bins[3] > bins[1])
     if not valid:
         return False, np.zeros(4, np.int32), np.zeros(NUM_CODES_PER_MASK, np.int32)
-    return True, t[:4].astype(np.int32), t[4:].astype(np.int32)
+    return True, np.array(bins, np.int32), np.array(codes, np.int32)
 
 
-def parse_seg_token_batch(ids: np.ndarray, *, loc_base: int = LOC_BASE_ID, seg_base: int = SEG_BASE_ID
+def parse_seg_token_batch(ids: np.ndarray, *, locseg: LocSegIds
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """i32[B, T] decoded ids -> ``(valid bool[B], bins i32[B, 4], codes i32[B, 16])``."""
-    rows = [parse_seg_token_ids(r, loc_base=loc_base, seg_base=seg_base) for r in np.asarray(ids)]
+    rows = [parse_seg_token_ids(r, locseg=locseg) for r in np.asarray(ids)]
     if not rows:
         return np.zeros(0, bool), np.zeros((0, 4), np.int32), np.zeros((0, NUM_CODES_PER_MASK), np.int32)
     valid, bins, codes = zip(*rows)

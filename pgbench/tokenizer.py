@@ -12,10 +12,13 @@ Only ``sentencepiece`` and ``tokenizers`` are used; ``transformers`` is never im
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from pgbench.errors import TokenizerError
 
@@ -32,6 +35,55 @@ def loc_piece(i: int) -> str:
 
 def seg_piece(i: int) -> str:
     return f"<seg{i:03d}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocSegIds:
+    """Where a vocabulary keeps its ``<locNNNN>`` and ``<segNNN>`` pieces: what
+    :mod:`pgbench.structured` needs to read boxes and mask codes from token ids, and to
+    write them. Get it from :attr:`Tokenizer.locseg`; :data:`RELEASED_LOCSEG` is the released
+    vocabulary's layout, only for token ids that come without a tokenizer file.
+    """
+
+    loc: tuple[int, ...]  # loc[i] = id of <loc{i:04d}>, 1024 entries
+    seg: tuple[int, ...]  # seg[i] = id of <seg{i:03d}>, 128 entries
+
+    def __post_init__(self):
+        if len(self.loc) != NUM_LOC or len(self.seg) != NUM_SEG:
+            raise ValueError(f"LocSegIds needs {NUM_LOC} loc and {NUM_SEG} seg ids, got "
+                             f"{len(self.loc)} and {len(self.seg)}")
+
+    @classmethod
+    def contiguous(cls, loc_base: int, seg_base: int) -> LocSegIds:
+        """Ids ``loc_base + i`` and ``seg_base + i`` (the released vocabulary's layout)."""
+        return cls(tuple(range(loc_base, loc_base + NUM_LOC)), tuple(range(seg_base, seg_base + NUM_SEG)))
+
+    @property
+    def _index(self) -> tuple[dict[int, int], dict[int, int]]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = ({t: i for i, t in enumerate(self.loc)}, {t: i for i, t in enumerate(self.seg)})
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+    def loc_index(self, token_id: int) -> int | None:
+        """0..1023 for a ``<loc>`` id, None for any other id."""
+        return self._index[0].get(int(token_id))
+
+    def seg_index(self, token_id: int) -> int | None:
+        """0..127 for a ``<seg>`` id, None for any other id."""
+        return self._index[1].get(int(token_id))
+
+    def object_ids(self, bins, codes) -> np.ndarray:
+        """bins i[N, 4] in [0, 1024) and codes i[N, 16] in [0, 128) -> i32[N, 20] token ids."""
+        loc, seg = np.asarray(self.loc, np.int64), np.asarray(self.seg, np.int64)
+        ids = np.concatenate([loc[np.asarray(bins, np.int64)], seg[np.asarray(codes, np.int64)]], axis=-1)
+        return ids.astype(np.int32)
+
+
+# The released PaliGemma vocabulary (<loc0000> = 256000, <seg000> = 257024). Used only for
+# token ids given without a tokenizer: the big_vision reference cases state theirs in it.
+RELEASED_LOCSEG = LocSegIds.contiguous(256000, 257024)
 
 
 class _SentencePieceBackend:
@@ -284,6 +336,12 @@ class Tokenizer:
     def seg_ids(self) -> list[int]:
         self._need_locseg()
         return list(self._seg)
+
+    @property
+    def locseg(self) -> LocSegIds:
+        """This vocabulary's loc/seg ids, for :mod:`pgbench.structured` and segmentation."""
+        self._need_locseg()
+        return LocSegIds(tuple(self._loc), tuple(self._seg))
 
     def is_loc(self, token_id: int) -> bool:
         return int(token_id) in self._loc_index

@@ -11,9 +11,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from pgbench import overlay, parity, segmentation as seg, structured
+from pgbench import images, overlay, parity, segmentation as seg, structured
 from pgbench.errors import CheckpointError, InputError
 from pgbench.scoring import mask_iou
+from pgbench.tokenizer import RELEASED_LOCSEG as REL
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def vae(case_dir):
 
 @pytest.fixture(scope="module")
 def ours(case_dir):
-    return seg.run_vqvae_case(case_dir)
+    case = parity.load_case(case_dir)
+    return parity.RUNNERS["vqvae"](case, case.inputs(), case.outputs(), "xla")[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -98,11 +100,11 @@ def test_string_path_gives_the_same_masks(case, vae):
 
 
 def test_invalid_and_truncated_predictions_give_empty_masks(vae):
-    L, S = structured.LOC_BASE_ID, structured.SEG_BASE_ID
+    L, S = REL.loc[0], REL.seg[0]
     good = [L + 100, L + 100, L + 900, L + 900] + [S + i for i in range(16)]
     tiny = [L + 10, L + 10, L + 11, L + 11] + [S + i for i in range(16)]  # empty after int() at 50 px
     bad = [L + 900, L + 100, L + 100, L + 900] + [S + i for i in range(16)]  # y2 < y1
-    tm = seg.masks_from_token_ids(vae, np.array([good, tiny, bad]), (50, 50))
+    tm = seg.masks_from_token_ids(vae, np.array([good, tiny, bad]), (50, 50), locseg=REL)
     np.testing.assert_array_equal(tm.valid, [True, True, False])
     np.testing.assert_array_equal(tm.pasted, [True, False, False])
     assert tm.num_invalid == 2
@@ -137,6 +139,8 @@ def test_shape_dtype_contract(vae):
     assert seg.encode_masks(vae, np.zeros((0, 64, 64))).shape == (0, 16)
     with pytest.raises(InputError, match=r"\[0, 128\)"):
         seg.decode_codes(vae, np.full((1, 16), 128))
+    with pytest.raises(InputError, match=r"^codes.npz: array 'c': must lie in \[0, 128\)"):
+        seg.decode_codes(vae, np.full((1, 16), -1), where="codes.npz: array 'c'")
     with pytest.raises(InputError, match=r"\[M, 16\]"):
         seg.decode_codes(vae, np.zeros((1, 15), np.int32))
     with pytest.raises(InputError, match=r"\[M, 64, 64\]"):
@@ -269,41 +273,41 @@ def test_mask_to_tokens_follows_the_op(vae):
     mask = np.zeros((h, w), np.uint8)
     mask[30:80, 20:70] = 255
     box = np.array([0.25, 0.2, 0.66, 0.78], np.float32)  # y1, x1, y2, x2
-    ids = seg.mask_to_tokens(vae, mask, box)
+    ids = seg.mask_to_tokens(vae, mask, box, locseg=REL)
     assert ids.shape == (20,) and ids.dtype == np.int32
-    bins = ids[:4] - structured.LOC_BASE_ID
+    bins = ids[:4] - REL.loc[0]
     np.testing.assert_array_equal(bins, np.round(box.astype(np.float64) * 1023).astype(int))
     # Crop rows round(120*.25)=30 : round(120*.66)=79, cols round(90*.2)=18 : round(90*.78)=70.
     crop = seg.mask_crop_64(mask, box)
-    expected_crop = seg.resize_antialiased_bilinear(mask[30:79, 18:70] / 255.0, 64, 64)
+    expected_crop = images.resize_antialiased(mask[30:79, 18:70] / 255.0, 64, 64, dtype=np.float64)
     np.testing.assert_allclose(crop, expected_crop, atol=1e-6)
-    np.testing.assert_array_equal(ids[4:] - structured.SEG_BASE_ID, seg.encode_masks(vae, crop[None])[0])
+    np.testing.assert_array_equal(ids[4:] - REL.seg[0], seg.encode_masks(vae, crop[None])[0])
     # bool and float masks mean the same as uint8 0/255.
-    np.testing.assert_array_equal(seg.mask_to_tokens(vae, mask > 0, box), ids)
-    np.testing.assert_array_equal(seg.mask_to_tokens(vae, np.stack([mask / 255.0] * 3, -1), box), ids)
+    np.testing.assert_array_equal(seg.mask_to_tokens(vae, mask > 0, box, locseg=REL), ids)
+    np.testing.assert_array_equal(seg.mask_to_tokens(vae, np.stack([mask / 255.0] * 3, -1), box, locseg=REL), ids)
     # The string is the op's suffix, and it parses back to the same tokens.
     s = seg.mask_to_string(vae, mask, box)
     assert s.startswith("<loc0256><loc0205><loc0675><loc0798><seg") and " " not in s
     r = structured.parse_segmentations(s)
     assert r.num_malformed == 0 and r.objects[0].bins == tuple(bins)
-    assert r.objects[0].codes == tuple(ids[4:] - structured.SEG_BASE_ID)
+    assert r.objects[0].codes == tuple(ids[4:] - REL.seg[0])
 
 
 def test_box_round_trip_decode_then_encode(vae, case):
     # tokens -> normalised box b/1023 -> refcoco_mask2str binning gives the same bins back.
     _, inp, ref = case
     for bins, pasted in zip(inp["box_loc_bins"], ref["pasted_binary"]):
-        ids = seg.mask_to_tokens(vae, pasted, structured.bins_to_normalized(bins))
-        np.testing.assert_array_equal(ids[:4] - structured.LOC_BASE_ID, bins)
+        ids = seg.mask_to_tokens(vae, pasted, structured.bins_to_normalized(bins), locseg=REL)
+        np.testing.assert_array_equal(ids[:4] - REL.loc[0], bins)
 
 
 def test_mask_to_tokens_bad_input(vae):
     with pytest.raises(InputError, match="covers no pixels"):
-        seg.mask_to_tokens(vae, np.ones((10, 10), bool), [0.5, 0.5, 0.52, 0.9])
+        seg.mask_to_tokens(vae, np.ones((10, 10), bool), [0.5, 0.5, 0.52, 0.9], locseg=REL)
     with pytest.raises(InputError, match="2 masks but 1 boxes"):
-        seg.masks_to_tokens(vae, [np.ones((4, 4), bool)] * 2, [[0, 0, 1, 1]])
+        seg.masks_to_tokens(vae, [np.ones((4, 4), bool)] * 2, [[0, 0, 1, 1]], locseg=REL)
     with pytest.raises(InputError, match="dtype"):
-        seg.mask_to_tokens(vae, np.ones((4, 4), np.int64), [0, 0, 1, 1])
+        seg.mask_to_tokens(vae, np.ones((4, 4), np.int64), [0, 0, 1, 1], locseg=REL)
 
 
 def test_coco_box_conversion():

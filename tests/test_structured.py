@@ -10,8 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgbench import structured as S
+from pgbench.tokenizer import RELEASED_LOCSEG, LocSegIds, Tokenizer
+from tests.conftest import REPO_ROOT
 
-LOC, SEG = S.LOC_BASE_ID, S.SEG_BASE_ID
+# The reference case's ids are in the released vocabulary (its case.json: 256000 + bin).
+LOC, SEG = 256000, 257024
+REL = RELEASED_LOCSEG
+TINY_TOKENIZER = REPO_ROOT / "tests" / "fixtures" / "tiny_tokenizer" / "tokenizer.model"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,7 @@ def case(big_vision_reference):
 
 def test_token_parsing_matches_evaluator(case):
     _, inp, out = case
-    valid, bins, codes = S.parse_seg_token_batch(inp["box_tokens"])
+    valid, bins, codes = S.parse_seg_token_batch(inp["box_tokens"], locseg=REL)
     np.testing.assert_array_equal(valid, out["box_valid_tokens"])
     np.testing.assert_array_equal(bins, inp["box_loc_bins"])
     np.testing.assert_array_equal(codes, inp["codes"][inp["box_code_index"]])
@@ -65,20 +70,40 @@ GOOD_CODES = list(range(16))
     ([], "empty"),
 ])
 def test_invalid_token_predictions(ids, why):
-    valid, bins, codes = S.parse_seg_token_ids(ids)
+    valid, bins, codes = S.parse_seg_token_ids(ids, locseg=REL)
     assert not valid, why
     assert not bins.any() and not codes.any()  # zeros, as the evaluator leaves them
 
 
 def test_valid_tokens_ignore_the_tail_and_custom_bases():
     ids = _ids([0, 0, 1023, 1023], [127] * 16, tail=(5, 6, LOC + 9))
-    valid, bins, codes = S.parse_seg_token_ids(ids)
+    valid, bins, codes = S.parse_seg_token_ids(ids, locseg=REL)
     assert valid and list(bins) == [0, 0, 1023, 1023] and list(codes) == [127] * 16
     shifted = np.array(ids) - LOC + 100  # a vocabulary where <loc0000> is id 100
-    valid2, bins2, _ = S.parse_seg_token_ids(shifted[:4], loc_base=100, seg_base=100 + 1024)
+    other = LocSegIds.contiguous(100, 100 + 1024)
+    valid2, bins2, _ = S.parse_seg_token_ids(shifted[:4], locseg=other)
     assert not valid2  # fewer than 20 ids
-    valid3, bins3, codes3 = S.parse_seg_token_ids(shifted, loc_base=100, seg_base=100 + 1024)
+    valid3, bins3, codes3 = S.parse_seg_token_ids(shifted, locseg=other)
     assert valid3 and list(bins3) == [0, 0, 1023, 1023] and list(codes3) == [127] * 16
+    assert not S.parse_seg_token_ids(ids, locseg=other)[0]  # released ids mean nothing there
+
+
+def test_token_ids_come_from_the_tokenizer():
+    """The tiny tokenizer keeps <loc0000> at 4 and <seg000> at 1028, not 256000/257024:
+    parsing with its ids reads the same object, the released layout's ids are invalid there."""
+    tok = Tokenizer(TINY_TOKENIZER)
+    locseg = tok.locseg
+    assert (locseg.loc[0], locseg.seg[0]) == (4, 1028)
+    bins, codes = [12, 30, 700, 1023], [5, 127, 0] + list(range(13))
+    ids = locseg.object_ids([bins], [codes])[0]
+    text = S.format_object(bins, "cat", codes)
+    assert ids.tolist() == tok.encode(text)[:20]  # what the model would emit for that string
+    valid, got_bins, got_codes = S.parse_seg_token_ids(list(ids) + [tok.eos_id], locseg=locseg)
+    assert valid and got_bins.tolist() == bins and got_codes.tolist() == codes
+    assert not S.parse_seg_token_ids(REL.object_ids([bins], [codes])[0], locseg=locseg)[0]
+    assert not S.parse_seg_token_ids(ids, locseg=REL)[0]
+    batch_valid, batch_bins, _ = S.parse_seg_token_batch(np.stack([ids, ids[::-1]]), locseg=locseg)
+    assert batch_valid.tolist() == [True, False] and batch_bins[0].tolist() == bins
 
 
 def test_pixel_box_truncates_and_can_become_empty():
