@@ -56,12 +56,16 @@ def _useful_pairs(cumsum, valid):
 
 def _impls(backend, quick):
     from pgbench.model.attention import attention
+    from pgbench.model.masks import SegmentInfo
+
+    def info(c, m):
+        return SegmentInfo(c, m, jnp.broadcast_to(jnp.arange(c.shape[1], dtype=jnp.int32), c.shape))
 
     def pallas(q, k, v, c, m):
-        return prefix_lm_attention(q, k, v, ar_cumsum=c, valid=m)
+        return prefix_lm_attention(q, k, v, info(c, m))
 
     def xla(q, k, v, c, m):
-        return attention(q, k, v, ar_cumsum=c, valid=m, impl="xla")
+        return attention(q, k, v, info(c, m), impl="xla")
 
     def cudnn(q, k, v, c, m):
         mask = (c[:, None, :] <= c[:, :, None]) & m[:, None, :] & m[:, :, None]

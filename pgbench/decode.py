@@ -31,7 +31,7 @@ import numpy as np
 
 from pgbench.errors import InputError
 from pgbench.model import gemma
-from pgbench.model.masks import ar_cumsum
+from pgbench.model.masks import SegmentInfo, ar_cumsum
 from pgbench.model.paligemma import PaliGemma, embed_inputs, full_masks
 
 
@@ -83,7 +83,7 @@ def prefill(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_to
     x, valid, cumsum = (_roll_rows(a, seq_len) for a in (x, valid, cumsum))
     positions = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
     n = x.shape[1]
-    h, cache = gemma.prefill(model.llm, x, positions=positions, ar_cumsum=cumsum, valid=valid,
+    h, cache = gemma.prefill(model.llm, x, SegmentInfo(cumsum, valid, positions),
                              cache_size=n + max_new_tokens, cache_dtype=cache_dtype,
                              impl=attn_impl)
     logits = gemma.logits(model.llm, h[:, -1:], final_softcap=False)[:, 0]
@@ -97,10 +97,10 @@ def step(model: PaliGemma, state: PrefillState, token, *, i, attn_impl: str = "x
     (logits f32[B, V] with the final soft-cap, the new cache)."""
     x = gemma.embed_tokens(model.llm, token[:, None])
     b = token.shape[0]
-    h, cache = gemma.extend(
-        model.llm, state.cache, x, write_index=state.write_index + i,
-        positions=(state.seq_len + i)[:, None], ar_cumsum=(state.next_cumsum + i)[:, None],
-        valid=jnp.ones((b, 1), bool), impl=attn_impl)
+    info = SegmentInfo(ar_cumsum=(state.next_cumsum + i)[:, None], valid=jnp.ones((b, 1), bool),
+                       positions=(state.seq_len + i)[:, None])
+    h, cache = gemma.extend(model.llm, state.cache, x, info, write_index=state.write_index + i,
+                            impl=attn_impl)
     return gemma.logits(model.llm, h, final_softcap=True)[:, 0], cache
 
 
@@ -253,7 +253,7 @@ def _beam(model, images, tokens, input_mask, mask_ar, eos_id, length_penalty, *,
     c = state.cache
     state = state._replace(
         cache=c._replace(k=jnp.repeat(c.k, w, axis=1), v=jnp.repeat(c.v, w, axis=1),
-                         ar_cumsum=rep(c.ar_cumsum), valid=rep(c.valid), positions=rep(c.positions)),
+                         segment_info=SegmentInfo(*map(rep, c.segment_info))),
         logits=rep(state.logits), seq_len=rep(state.seq_len), next_cumsum=rep(state.next_cumsum))
     seqs = jnp.zeros((b, w, k), jnp.int32).at[:, :, 0].set(tok)
     finished = tok == eos_id

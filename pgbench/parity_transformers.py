@@ -9,7 +9,6 @@ a fully causal mask and the image + prefix block would not attend bidirectionall
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def check_against_transformers(checkpoint: str | Path, *, family: str | None = N
     model, cfg = load_checkpoint(checkpoint, family=family, stacked=False)
     if cfg.llm.family == "gemma2":
         cfg = cfg.replace_llm(apply_sliding_window=True, final_logits_softcap=30.0)
-        model = dataclasses.replace(model, cfg=cfg, llm=dataclasses.replace(model.llm, cfg=cfg.llm))
+        model = paligemma.with_config(model, cfg)
     images, tokens, input_mask, mask_ar = random_inputs(cfg, seed=seed)
 
     logits, zimg = paligemma.forward(model, images, tokens, input_mask, mask_ar,

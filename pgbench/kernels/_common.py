@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pgbench.kernels.blocks import BlockSizes
+from pgbench.model.masks import SegmentInfo
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
@@ -39,24 +40,24 @@ class KernelConfig(NamedTuple):
     poison: bool = False  # alias outputs to NaN buffers so unwritten tiles show up (tests)
 
 
-def fold_metadata(q_cumsum, q_valid, q_pos, k_cumsum, k_valid, k_pos, window):
-    """i32[B, Nq] x2, i32[B, Nk] x2: (qc, qlo, kc, kp) as described in the module doc.
+def fold_metadata(q_info: SegmentInfo, k_info: SegmentInfo, window):
+    """(qc, qlo) i32[B, Nq] and (kc, kp) i32[B, Nk], as described in the module doc.
 
     The window rule is the one of ``pgbench.model.masks``: a query with ar cumsum 0
     (image + prefix block) is never limited; any other query sees keys with
     ``q_pos - k_pos < window``.
     """
-    q_cumsum = jnp.asarray(q_cumsum, jnp.int32)
-    k_cumsum = jnp.asarray(k_cumsum, jnp.int32)
-    qc = jnp.where(q_valid, jnp.clip(q_cumsum, INT_MIN + 1, INT_MAX - 1), INT_MIN)
-    kc = jnp.where(k_valid, jnp.clip(k_cumsum, INT_MIN + 1, INT_MAX - 1), INT_MAX)
+    q_cumsum = jnp.asarray(q_info.ar_cumsum, jnp.int32)
+    k_cumsum = jnp.asarray(k_info.ar_cumsum, jnp.int32)
+    qc = jnp.where(q_info.valid, jnp.clip(q_cumsum, INT_MIN + 1, INT_MAX - 1), INT_MIN)
+    kc = jnp.where(k_info.valid, jnp.clip(k_cumsum, INT_MIN + 1, INT_MAX - 1), INT_MAX)
     if window is None:
         qlo = jnp.full(qc.shape, INT_MIN, jnp.int32)
         kp = jnp.zeros(kc.shape, jnp.int32)
     else:
         w = jnp.minimum(jnp.asarray(window, jnp.int32), _WINDOW_CAP)
-        qlo = jnp.where(q_cumsum == 0, INT_MIN, jnp.asarray(q_pos, jnp.int32) - w + 1)
-        kp = jnp.asarray(k_pos, jnp.int32)
+        qlo = jnp.where(q_cumsum == 0, INT_MIN, jnp.asarray(q_info.positions, jnp.int32) - w + 1)
+        kp = jnp.asarray(k_info.positions, jnp.int32)
     return qc.astype(jnp.int32), qlo.astype(jnp.int32), kc.astype(jnp.int32), kp
 
 

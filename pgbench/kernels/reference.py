@@ -10,19 +10,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pgbench.model.masks import SegmentInfo
 
-def reference_mask(q_cumsum, q_valid, k_cumsum, k_valid, q_pos=None, k_pos=None, window=None):
+
+def reference_mask(q_info: SegmentInfo, k_info: SegmentInfo, window=None):
     """bool[B, Nq, Nk]."""
-    m = (k_cumsum[:, None, :] <= q_cumsum[:, :, None]) & q_valid[:, :, None] & k_valid[:, None, :]
+    qc, kc = q_info.ar_cumsum[:, :, None], k_info.ar_cumsum[:, None, :]
+    m = (kc <= qc) & q_info.valid[:, :, None] & k_info.valid[:, None, :]
     if window is not None:
-        near = (q_pos[:, :, None] - k_pos[:, None, :]) < window
-        m = m & (near | (q_cumsum[:, :, None] == 0))
+        near = (q_info.positions[:, :, None] - k_info.positions[:, None, :]) < window
+        m = m & (near | (qc == 0))
     return m
 
 
-def reference_attention(q, k, v, *, q_cumsum, q_valid, k_cumsum, k_valid, q_pos=None,
-                        k_pos=None, softcap=None, window=None):
-    """q: [B, Nq, H, D]; k, v: [B, Nk, KVH, D] -> [B, Nq, H, D] (q's dtype)."""
+def reference_attention(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo | None = None, *,
+                        softcap=None, window=None):
+    """q: [B, Nq, H, D]; k, v: [B, Nk, KVH, D]; q_info / k_info (default q_info):
+    SegmentInfo of [B, Nq] / [B, Nk] -> [B, Nq, H, D] (q's dtype)."""
+    k_info = q_info if k_info is None else k_info
     h, kvh = q.shape[2], k.shape[2]
     kr = jnp.repeat(k, h // kvh, axis=2).astype(jnp.float32)
     vr = jnp.repeat(v, h // kvh, axis=2).astype(jnp.float32)
@@ -30,7 +35,7 @@ def reference_attention(q, k, v, *, q_cumsum, q_valid, k_cumsum, k_valid, q_pos=
                    precision=jax.lax.Precision.HIGHEST)
     if softcap is not None:
         s = softcap * jnp.tanh(s / softcap)
-    mask = reference_mask(q_cumsum, q_valid, k_cumsum, k_valid, q_pos, k_pos, window)[:, None]
+    mask = reference_mask(q_info, k_info, window)[:, None]
     s = jnp.where(mask, s, -jnp.inf)
     any_ = jnp.any(mask, axis=-1, keepdims=True)
     p = jnp.exp(s - jnp.where(any_, jnp.max(s, axis=-1, keepdims=True), 0.0))

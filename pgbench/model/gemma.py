@@ -22,6 +22,7 @@ import numpy as np
 from pgbench.config import GemmaConfig
 from pgbench.model.attention import attention
 from pgbench.model.layer_forms import is_stacked
+from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
 
 NO_WINDOW = np.iinfo(np.int32).max
@@ -55,18 +56,15 @@ class Gemma(eqx.Module):
 
 
 class KVCache(NamedTuple):
-    """Keys/values of every layer plus per-slot attention metadata.
+    """Keys/values of every layer plus each slot's attention metadata.
 
     k, v: [L, B, S, KVH, hd] (keys already rotated), in the cache dtype;
-    ar_cumsum: i32[B, S] running sum of the auto-regressive flags; valid: bool[B, S];
-    positions: i32[B, S] RoPE positions. Slots not yet written are invalid.
+    segment_info: SegmentInfo of [B, S] (slots not yet written are invalid).
     """
 
     k: jax.Array
     v: jax.Array
-    ar_cumsum: jax.Array
-    valid: jax.Array
-    positions: jax.Array
+    segment_info: SegmentInfo
 
     @property
     def size(self) -> int:
@@ -76,10 +74,10 @@ class KVCache(NamedTuple):
 def empty_cache(cfg: GemmaConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
     """An all-invalid cache of ``size`` slots."""
     shape = (cfg.depth, batch, size, cfg.num_kv_heads, cfg.head_dim)
-    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   ar_cumsum=jnp.zeros((batch, size), jnp.int32),
-                   valid=jnp.zeros((batch, size), bool),
-                   positions=jnp.zeros((batch, size), jnp.int32))
+    info = SegmentInfo(ar_cumsum=jnp.zeros((batch, size), jnp.int32),
+                       valid=jnp.zeros((batch, size), bool),
+                       positions=jnp.zeros((batch, size), jnp.int32))
+    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), segment_info=info)
 
 
 def embed_tokens(model: Gemma, tokens):
@@ -104,11 +102,11 @@ def _layer_windows(cfg: GemmaConfig):
     return jnp.asarray([layer_window(cfg, i) or NO_WINDOW for i in range(cfg.depth)], jnp.int32)
 
 
-def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache | None = None,
+def run_blocks(model: Gemma, x, segment_info: SegmentInfo, *, cache: KVCache | None = None,
                write_index=None, attend_cache: bool = False, impl: str = "xla",
                dropout: float = 0.0, dropout_key=None, remat: str | None = None):
-    """Run every decoder block over x: [B, N, D] with positions, ar_cumsum: i32[B, N] and
-    valid: bool[B, N].
+    """Run every decoder block over x: [B, N, D] whose tokens are described by
+    ``segment_info`` ([B, N]; its positions drive RoPE).
 
     - no cache: the N tokens attend each other (scoring / training forward);
     - cache, ``attend_cache=False`` (prefill): K/V are also written to cache slots
@@ -141,22 +139,20 @@ def run_blocks(model: Gemma, x, *, positions, ar_cumsum, valid, cache: KVCache |
         q = dense(h, layer.q).reshape(b, n, H, hd)
         k = dense(h, layer.k).reshape(b, n, K, hd)
         v = dense(h, layer.v).reshape(b, n, K, hd)
-        q = rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
-        k = rope(k, positions, cfg.rope_base)
+        q = rope(q, segment_info.positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
+        k = rope(k, segment_info.positions, cfg.rope_base)
         if k_cache is not None:
             k_cache, v_cache = _write_kv(k_cache, k, write_index, li), _write_kv(v_cache, v, write_index, li)
         if not attend_cache:
             if k_cache is not None:  # round through the cache dtype
                 k, v = k.astype(k_cache.dtype).astype(x.dtype), v.astype(v_cache.dtype).astype(x.dtype)
-            o = attention(q, k, v, ar_cumsum=ar_cumsum, valid=valid,
-                          softcap=cfg.attn_logits_softcap, window=window,
-                          q_positions=positions, k_positions=positions, impl=impl)
+            o = attention(q, k, v, segment_info, softcap=cfg.attn_logits_softcap, window=window,
+                          impl=impl)
         else:
             k_layer, v_layer = (k_cache, v_cache) if li is None else (k_cache[li], v_cache[li])
-            o = attention(q, k_layer.astype(x.dtype), v_layer.astype(x.dtype),
-                          ar_cumsum=cache.ar_cumsum, valid=cache.valid, q_ar_cumsum=ar_cumsum,
-                          q_valid=valid, softcap=cfg.attn_logits_softcap, window=window,
-                          q_positions=positions, k_positions=cache.positions, impl=impl)
+            o = attention(q, k_layer.astype(x.dtype), v_layer.astype(x.dtype), segment_info,
+                          kv_segment_info=cache.segment_info, softcap=cfg.attn_logits_softcap,
+                          window=window, impl=impl)
         o = dense(o.astype(x.dtype).reshape(b, n, H * hd), layer.attn_out)
         if layer.post_attention_norm is not None:
             o = rms_norm(o, layer.post_attention_norm, cfg.norm_eps)
@@ -230,39 +226,34 @@ def _write_kv(cache, new, index, layer=None):
         cache, new[None], (jnp.asarray(layer, jnp.int32), zero, jnp.asarray(index, jnp.int32), zero, zero))
 
 
-def prefill(model: Gemma, x, *, positions, ar_cumsum, valid, cache_size: int,
+def prefill(model: Gemma, x, segment_info: SegmentInfo, *, cache_size: int,
             cache_dtype=jnp.float32, impl: str = "xla"):
     """Process a prompt and build a cache of ``cache_size`` slots (prompt in [0, N)).
 
-    x: [B, N, D]; positions, ar_cumsum: i32[B, N]; valid: bool[B, N].
-    Returns (h [B, N, D], cache).
+    x: [B, N, D]; segment_info: SegmentInfo of [B, N]. Returns (h [B, N, D], cache).
     """
     b, n, _ = x.shape
     if cache_size < n:
         raise ValueError(f"cache_size {cache_size} is smaller than the prompt ({n} tokens)")
     cache = empty_cache(model.cfg, b, cache_size, cache_dtype)
-    cache = _set_slots(cache, 0, positions, ar_cumsum, valid)
-    return run_blocks(model, x, positions=positions, ar_cumsum=ar_cumsum, valid=valid,
-                      cache=cache, write_index=0, impl=impl)
+    cache = _set_slots(cache, 0, segment_info)
+    return run_blocks(model, x, segment_info, cache=cache, write_index=0, impl=impl)
 
 
-def extend(model: Gemma, cache: KVCache, x, *, write_index, positions, ar_cumsum, valid,
+def extend(model: Gemma, cache: KVCache, x, segment_info: SegmentInfo, *, write_index,
            impl: str = "xla"):
     """Append N (usually 1) tokens at slots [write_index, write_index + N) and run them
-    against everything cached. x: [B, N, D]; positions, ar_cumsum: i32[B, N];
-    valid: bool[B, N]; write_index: i32 scalar (same slot for every row).
-    Returns (h [B, N, D], cache)."""
-    cache = _set_slots(cache, write_index, positions, ar_cumsum, valid)
-    return run_blocks(model, x, positions=positions, ar_cumsum=ar_cumsum, valid=valid,
-                      cache=cache, write_index=write_index, attend_cache=True, impl=impl)
+    against everything cached. x: [B, N, D]; segment_info: SegmentInfo of [B, N];
+    write_index: i32 scalar (same slot for every row). Returns (h [B, N, D], cache)."""
+    cache = _set_slots(cache, write_index, segment_info)
+    return run_blocks(model, x, segment_info, cache=cache, write_index=write_index,
+                      attend_cache=True, impl=impl)
 
 
-def _set_slots(cache: KVCache, index, positions, ar_cumsum, valid) -> KVCache:
+def _set_slots(cache: KVCache, index, segment_info: SegmentInfo) -> KVCache:
     def put(a, new):
         return jax.lax.dynamic_update_slice_in_dim(a, new.astype(a.dtype), index, 1)
-    return cache._replace(positions=put(cache.positions, positions),
-                          ar_cumsum=put(cache.ar_cumsum, ar_cumsum),
-                          valid=put(cache.valid, valid))
+    return cache._replace(segment_info=SegmentInfo(*map(put, cache.segment_info, segment_info)))
 
 
 def logits(model: Gemma, x, *, final_softcap: bool = True):

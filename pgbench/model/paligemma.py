@@ -6,6 +6,8 @@ Pure functions of (model, inputs); jit them at the call site (``jax.jit`` with
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,14 +16,29 @@ from pgbench.config import PaliGemmaConfig
 from pgbench.model import gemma, siglip
 from pgbench.model.gemma import Gemma
 from pgbench.model.layer_forms import stack_layers, unstack_layers
-from pgbench.model.masks import ar_cumsum
+from pgbench.model.masks import SegmentInfo
 from pgbench.model.siglip import SigLIP
 
 
 class PaliGemma(eqx.Module):
+    """The two towers. Each tower owns its own config (``img.cfg``, ``llm.cfg``); the
+    model's ``cfg`` is assembled from them, so the three can never disagree. Change a
+    config with ``with_config``."""
+
     img: SigLIP
     llm: Gemma
-    cfg: PaliGemmaConfig = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+
+    @property
+    def cfg(self) -> PaliGemmaConfig:
+        return PaliGemmaConfig(name=self.name, vision=self.img.cfg, llm=self.llm.cfg)
+
+
+def with_config(model: PaliGemma, cfg: PaliGemmaConfig) -> PaliGemma:
+    """The model under ``cfg`` (same weights): for switches that shapes do not fix, such
+    as Gemma 2's sliding window. Each tower's config is replaced in its one place."""
+    return PaliGemma(img=dataclasses.replace(model.img, cfg=cfg.vision),
+                     llm=dataclasses.replace(model.llm, cfg=cfg.llm), name=cfg.name)
 
 
 def cast(model: PaliGemma, dtype) -> PaliGemma:
@@ -79,9 +96,7 @@ def forward(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl:
     model = cast(model, compute_dtype)
     x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
     valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
-    pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), valid.shape)
-    h, _ = gemma.run_blocks(model.llm, x, positions=pos, ar_cumsum=ar_cumsum(ar), valid=valid,
-                            impl=attn_impl)
+    h, _ = gemma.run_blocks(model.llm, x, SegmentInfo.from_masks(valid, ar), impl=attn_impl)
     return gemma.logits(model.llm, h, final_softcap=final_softcap), zimg
 
 
@@ -95,9 +110,8 @@ def text_hidden(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_i
     model = cast(model, compute_dtype)
     x, zimg = embed_inputs(model, images, tokens, attn_impl=attn_impl)
     valid, ar = full_masks(zimg.shape[1], input_mask, mask_ar)
-    pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), valid.shape)
-    h, _ = gemma.run_blocks(model.llm, x, positions=pos, ar_cumsum=ar_cumsum(ar), valid=valid,
-                            impl=attn_impl, dropout=dropout, dropout_key=dropout_key, remat=remat)
+    h, _ = gemma.run_blocks(model.llm, x, SegmentInfo.from_masks(valid, ar), impl=attn_impl,
+                            dropout=dropout, dropout_key=dropout_key, remat=remat)
     return h[:, zimg.shape[1]:], model
 
 

@@ -268,7 +268,7 @@ def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, n
     llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=consume),
                                cfg.llm.depth, stacked, to_jax)
     llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
-    return PaliGemma(img=img, llm=llm, cfg=cfg)
+    return PaliGemma(img=img, llm=llm, name=cfg.name)
 
 
 def _stacked_numpy(blocks) -> dict[str, np.ndarray | None]:

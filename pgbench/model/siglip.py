@@ -16,6 +16,7 @@ from pgbench.config import SigLIPConfig
 from pgbench.errors import InputError
 from pgbench.model.attention import attention
 from pgbench.model.layer_forms import is_stacked
+from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, layer_norm
 
 
@@ -61,8 +62,7 @@ def _block(x, p: EncoderBlocks, cfg: SigLIPConfig, impl: str):
     v = (dense(h, p.v_kernel) + p.v_bias).reshape(heads)
     # Full bidirectional attention: one block (all flags 0), every patch valid.
     q = q / jnp.sqrt(jnp.float32(cfg.head_dim)).astype(q.dtype)  # flax divides by sqrt(hd)
-    o = attention(q, k, v, ar_cumsum=jnp.zeros((b, n), jnp.int32), valid=jnp.ones((b, n), bool),
-                  impl=impl)
+    o = attention(q, k, v, SegmentInfo.bidirectional(b, n), impl=impl)
     x = x + dense(o.reshape(b, n, -1), p.out_kernel) + p.out_bias
     h = layer_norm(x, p.ln1_scale, p.ln1_bias, cfg.layernorm_eps)
     h = gelu(dense(h, p.mlp0_kernel) + p.mlp0_bias)

@@ -70,14 +70,6 @@ def family_problems(draw, family, dtype=jnp.float32):
                 softcap=f["softcap"], window=window, blocks=f["blocks"])
 
 
-def self_meta(p):
-    """Keyword metadata for general_attention / reference_attention from a problem."""
-    b, n = p["ar_cumsum"].shape
-    pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    return dict(q_cumsum=p["ar_cumsum"], q_valid=p["valid"], k_cumsum=p["ar_cumsum"],
-                k_valid=p["valid"], q_pos=pos, k_pos=pos, softcap=p["softcap"], window=p["window"])
-
-
 def rel_err(x, ref, rows=None):
     """max |x - ref| / max |ref| in float32 (over ``rows``, a bool[B, N] mask, if given)."""
     x, ref = np.asarray(x, np.float32), np.asarray(ref, np.float32)

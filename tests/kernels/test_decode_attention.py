@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgbench.kernels import BlockSizes, general_attention, prefix_lm_decode_attention, reference_attention
+from pgbench.model.masks import SegmentInfo
 from _cases import rel_err
 
 
@@ -23,25 +24,25 @@ def _cache_problem(seed, b=2, s=29, nq=2, h=4, kvh=1, d=16):
     q_slots = filled[:, None] - nq + np.arange(nq)[None]
     q_ar = np.take_along_axis(k_ar, q_slots, 1)
     q_valid = np.array([[True] * nq, [True] * (nq - 1) + [False]])[:b]
-    return q, k, v, dict(q_ar_cumsum=jnp.asarray(q_ar, jnp.int32), q_valid=jnp.asarray(q_valid),
-                         k_ar_cumsum=jnp.asarray(k_ar, jnp.int32), k_valid=jnp.asarray(k_valid),
-                         q_pos=jnp.asarray(q_slots, jnp.int32), k_pos=jnp.asarray(k_pos, jnp.int32))
+    q_info = SegmentInfo(jnp.asarray(q_ar, jnp.int32), jnp.asarray(q_valid),
+                         jnp.asarray(q_slots, jnp.int32))
+    k_info = SegmentInfo(jnp.asarray(k_ar, jnp.int32), jnp.asarray(k_valid),
+                         jnp.asarray(k_pos, jnp.int32))
+    return q, k, v, (q_info, k_info)
 
 
 def _reference(q, k, v, m, softcap, window):
-    return reference_attention(q, k, v, q_cumsum=m["q_ar_cumsum"], q_valid=m["q_valid"],
-                               k_cumsum=m["k_ar_cumsum"], k_valid=m["k_valid"], q_pos=m["q_pos"],
-                               k_pos=m["k_pos"], softcap=softcap, window=window)
+    return reference_attention(q, k, v, *m, softcap=softcap, window=window)
 
 
 def test_decode_matches_reference_mqa_and_gqa():
     for seed, kvh, softcap, window in [(0, 1, None, None), (1, 2, 50.0, 5)]:
         q, k, v, m = _cache_problem(seed, kvh=kvh)
-        out = prefix_lm_decode_attention(q, k, v, softcap=softcap, window=window,
-                                         block_sizes=BlockSizes(8, 8, 8, 8), **m)
+        out = prefix_lm_decode_attention(q, k, v, *m, softcap=softcap, window=window,
+                                         block_sizes=BlockSizes(8, 8, 8, 8))
         ref = _reference(q, k, v, m, softcap, window)
         assert np.all(np.isfinite(out)) and rel_err(out, ref) <= 1e-5
-        assert np.all(np.asarray(out)[~np.asarray(m["q_valid"])] == 0)
+        assert np.all(np.asarray(out)[~np.asarray(m[0].valid)] == 0)
 
 
 def test_decode_tiles_are_all_written_and_differentiable():
@@ -50,17 +51,16 @@ def test_decode_tiles_are_all_written_and_differentiable():
     b, nq, h, d = q.shape
     group = h // k.shape[2]
     qg = q.reshape(b, nq, 2, group, d).transpose(0, 3, 1, 2, 4).reshape(b, group * nq, 2, d)
-    tile = lambda x: jnp.tile(x, (1, group))
-    out = general_attention(qg, k, v, q_cumsum=tile(m["q_ar_cumsum"]), q_valid=tile(m["q_valid"]),
-                            k_cumsum=m["k_ar_cumsum"], k_valid=m["k_valid"],
-                            block_sizes=BlockSizes(8, 8, 8, 8), poison=True)
+    q_tiled = SegmentInfo(*(jnp.tile(x, (1, group)) for x in m[0]))
+    out = general_attention(qg, k, v, q_tiled, m[1], block_sizes=BlockSizes(8, 8, 8, 8),
+                            poison=True)
     assert np.all(np.isfinite(out))
 
     def loss(fn):
         return lambda q, k, v: jnp.sum(jnp.cos(fn(q, k, v)))
 
     got = jax.grad(loss(lambda q, k, v: prefix_lm_decode_attention(
-        q, k, v, block_sizes=BlockSizes(8, 8, 8, 8), **m)), (0, 1, 2))(q, k, v)
+        q, k, v, *m, block_sizes=BlockSizes(8, 8, 8, 8))), (0, 1, 2))(q, k, v)
     want = jax.grad(loss(lambda q, k, v: _reference(q, k, v, m, None, None)), (0, 1, 2))(q, k, v)
     for g, r in zip(got, want):
         assert np.all(np.isfinite(g)) and rel_err(g, r) <= 2e-5

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pgbench.kernels import general_attention, prefix_lm_attention, reference_attention, BlockSizes
+from pgbench.model.masks import SegmentInfo
 from _cases import BLOCKS, FAMILIES, NO_WINDOW, TOL, family_problems, problems, rel_err
 
 # Interpret mode compiles every new shape (seconds each): few examples, no shrinking.
@@ -29,12 +30,13 @@ def _forward_and_vjp(q, k, v, w, cumsum, valid, window, *, softcap, blocks, use_
     """(out, (dq, dk, dv)) for cotangent ``w``; jitted so a shape compiles once."""
     b, n = cumsum.shape
     pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    meta = dict(q_cumsum=cumsum, q_valid=valid, k_cumsum=cumsum, k_valid=valid, q_pos=pos,
-                k_pos=pos, softcap=softcap, window=window)
+    info = SegmentInfo(cumsum, valid, pos)
+    meta = dict(softcap=softcap, window=window)
     if use_kernel:
-        f = lambda q, k, v: general_attention(q, k, v, **meta, block_sizes=blocks, poison=True)
+        f = lambda q, k, v: general_attention(q, k, v, info, info, **meta, block_sizes=blocks,
+                                              poison=True)
     else:
-        f = lambda q, k, v: reference_attention(q, k, v, **meta)
+        f = lambda q, k, v: reference_attention(q, k, v, info, info, **meta)
     out, vjp = jax.vjp(f, q, k, v)
     return out, vjp(w)
 
@@ -84,10 +86,10 @@ def test_matches_model_xla_on_valid_rows():
                for s in [(b, n, h, d), (b, n, kvh, d), (b, n, kvh, d)])
     ar = jnp.asarray(np.cumsum(np.arange(n)[None] >= np.array([[7], [12]]), 1), jnp.int32)
     valid = jnp.asarray(np.arange(n)[None] < np.array([[21], [16]]))
+    info = SegmentInfo(ar, valid, jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)))
     for softcap, window in [(None, None), (3.0, 4)]:
-        ref = attention(q, k, v, ar_cumsum=ar, valid=valid, softcap=softcap, window=window,
-                        impl="xla")
-        out = prefix_lm_attention(q, k, v, ar_cumsum=ar, valid=valid, softcap=softcap, window=window,
+        ref = attention(q, k, v, info, softcap=softcap, window=window, impl="xla")
+        out = prefix_lm_attention(q, k, v, info, softcap=softcap, window=window,
                                   block_sizes=BlockSizes(8, 8, 8, 8))
         assert rel_err(out, ref, rows=valid) <= 1e-5
         assert np.all(np.asarray(out)[~np.asarray(valid)] == 0)  # documented: padding rows are 0
@@ -99,20 +101,19 @@ def test_traced_window_and_no_visible_key_are_finite():
     q, k, v = (jnp.asarray(rng.normal(size=(2, 12, 2, 8)), jnp.float32) for _ in range(3))
     ar = jnp.asarray(np.cumsum(np.arange(12)[None] >= np.array([[5], [0]]), 1), jnp.int32)
     valid = jnp.asarray(np.array([[True] * 12, [False] * 12]))
+    info = SegmentInfo(ar, valid, jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), (2, 12)))
 
     @jax.jit
     def f(window):
-        return prefix_lm_attention(q, k, v, ar_cumsum=ar, valid=valid, window=window,
+        return prefix_lm_attention(q, k, v, info, window=window,
                                    block_sizes=BlockSizes(8, 8, 8, 8))
 
-    pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     for w in (2, 2**31 - 1):
         out = f(jnp.int32(w))
-        ref = reference_attention(q, k, v, q_cumsum=ar, q_valid=valid, k_cumsum=ar, k_valid=valid,
-                                  q_pos=pos, k_pos=pos, window=w)
+        ref = reference_attention(q, k, v, info, info, window=w)
         assert np.all(np.isfinite(out)) and rel_err(out, ref) <= 1e-5
         assert np.all(np.asarray(out[1]) == 0)
-    g = jax.grad(lambda q: jnp.sum(prefix_lm_attention(q, k, v, ar_cumsum=ar, valid=valid,
+    g = jax.grad(lambda q: jnp.sum(prefix_lm_attention(q, k, v, info,
                                                        block_sizes=BlockSizes(8, 8, 8, 8))))(q)
     assert np.all(np.isfinite(g)) and np.all(np.asarray(g[1]) == 0)
 
@@ -139,10 +140,10 @@ def test_bad_shapes_raise():
     q = jnp.zeros((1, 4, 3, 8))
     with pytest.raises(ValueError, match="KV head"):
         prefix_lm_attention(q, jnp.zeros((1, 4, 2, 8)), jnp.zeros((1, 4, 2, 8)),
-                            ar_cumsum=jnp.zeros((1, 4), jnp.int32), valid=jnp.ones((1, 4), bool))
-    with pytest.raises(ValueError, match="ar_cumsum|q_cumsum"):
-        prefix_lm_attention(q, jnp.zeros((1, 4, 1, 8)), jnp.zeros((1, 4, 1, 8)),
-                            ar_cumsum=jnp.zeros((1, 5), jnp.int32), valid=jnp.ones((1, 4), bool))
+                            SegmentInfo.bidirectional(1, 4))
+    bad = SegmentInfo.bidirectional(1, 4)._replace(ar_cumsum=jnp.zeros((1, 5), jnp.int32))
+    with pytest.raises(ValueError, match="segment_info.ar_cumsum"):
+        prefix_lm_attention(q, jnp.zeros((1, 4, 1, 8)), jnp.zeros((1, 4, 1, 8)), bad)
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 
@@ -48,7 +47,7 @@ def tolerance(header) -> float:
 def with_window(model: PaliGemma, window: int | None) -> PaliGemma:
     """The model with transformers' sliding window of ``window`` (None: off)."""
     cfg = model.cfg.replace_llm(sliding_window=window, apply_sliding_window=window is not None)
-    return dataclasses.replace(model, cfg=cfg, llm=dataclasses.replace(model.llm, cfg=cfg.llm))
+    return pg.with_config(model, cfg)
 
 
 @jax.jit

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgbench.model.masks import ar_cumsum, prefix_lm_mask
+from pgbench.model.masks import SegmentInfo, ar_cumsum, prefix_lm_mask
 from tests.model._reference import CASES, load_case
 
 
@@ -33,9 +33,8 @@ def brute_force(ar, valid, pos, window):
 def test_mask_matches_brute_force(case):
     ar, valid, window = (np.asarray(case[0], np.int32), np.asarray(case[1], bool), case[2])
     pos = np.arange(len(ar), dtype=np.int32)
-    c = np.asarray(ar_cumsum(ar[None]))
-    got = np.asarray(prefix_lm_mask(c, valid[None], c, valid[None], q_positions=pos[None],
-                                    k_positions=pos[None], window=window))[0]
+    info = SegmentInfo(ar_cumsum(ar[None]), valid[None], pos[None])
+    got = np.asarray(prefix_lm_mask(info, info, window=window))[0]
     np.testing.assert_array_equal(got, brute_force(ar, valid, pos, window))
 
 
@@ -46,9 +45,9 @@ def test_mask_matches_big_vision(name):
     b = inp["tokens"].shape[0]
     ar = np.concatenate([np.zeros((b, n_img), np.int32), inp["mask_ar"]], axis=1)
     valid = np.concatenate([np.ones((b, n_img), bool), inp["input_mask"]], axis=1)
-    c = ar_cumsum(ar)
-    got = np.asarray(prefix_lm_mask(c, valid, c, valid))
+    info = SegmentInfo.from_masks(valid, ar)
+    got = np.asarray(prefix_lm_mask(info, info))
     np.testing.assert_array_equal(got, out["attn_mask_with_input_mask"])
-    everything = np.ones_like(valid)  # Model.__call__ passes no input mask
-    np.testing.assert_array_equal(np.asarray(prefix_lm_mask(c, everything, c, everything)),
+    everything = info._replace(valid=np.ones_like(valid))  # Model.__call__ passes no input mask
+    np.testing.assert_array_equal(np.asarray(prefix_lm_mask(everything, everything)),
                                   out["attn_mask"])
