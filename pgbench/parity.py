@@ -178,6 +178,9 @@ def load_case(path: str | Path) -> Case:
     producer = _field(header, "producer", (dict,), where, "an object with 'name'", default={})
     decode = _field(header, "decode", (dict,), where, "an object", default={})
     eos = _field(decode, "eos_token", (int,), f"{where}: decode", "an integer token id", default=1)
+    if not 0 <= eos < 2**31:
+        raise ReferenceCaseError(f"{where}: decode: field 'eos_token' is {eos}, expected a token id "
+                                 "in [0, 2**31)")
     case = Case(path=path, header=header, kind=header["kind"], compare=tuple(compare),
                 tolerance=float(tol), checkpoint=ck, eos_token=eos,
                 producer=f"{producer.get('name', '?')} {producer.get('version_or_commit', '')}".strip())
@@ -213,6 +216,9 @@ class _ArrayCheck:
         if arr.ndim != len(shape):
             raise ReferenceCaseError(f"{self.where}: array {name!r} has shape {list(arr.shape)}, expected "
                                      f"rank {len(shape)} ({self._spec(kind, shape)})")
+        if 0 in arr.shape:
+            raise ReferenceCaseError(f"{self.where}: array {name!r} is empty (shape {list(arr.shape)}, "
+                                     f"expected {self._spec(kind, shape)})")
         for size, dim in zip(arr.shape, shape):
             if isinstance(dim, int):
                 if size != dim:

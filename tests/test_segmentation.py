@@ -306,6 +306,10 @@ def test_mask_to_tokens_bad_input(vae):
         seg.mask_to_tokens(vae, np.ones((10, 10), bool), [0.5, 0.5, 0.52, 0.9], locseg=REL)
     with pytest.raises(InputError, match="2 masks but 1 boxes"):
         seg.masks_to_tokens(vae, [np.ones((4, 4), bool)] * 2, [[0, 0, 1, 1]], locseg=REL)
+    with pytest.raises(InputError, match=r"f\[N, 4\].*got shape \[1, 3\]"):
+        seg.masks_to_tokens(vae, [np.ones((4, 4), bool)], [[0, 0, 1]], locseg=REL)
+    with pytest.raises(InputError, match="could not read"):
+        seg.masks_to_tokens(vae, [np.ones((4, 4), bool)] * 2, [[0, 0, 1, 1], [0, 1]], locseg=REL)
     with pytest.raises(InputError, match="dtype"):
         seg.mask_to_tokens(vae, np.ones((4, 4), np.int64), [0, 0, 1, 1], locseg=REL)
 

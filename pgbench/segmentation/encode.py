@@ -57,7 +57,12 @@ def masks_to_bins_codes(vae: VQVAE, masks: Sequence[np.ndarray], boxes
     masks: N full-resolution masks (bool, uint8 0..255 or float 0..1; [H, W] or [H, W, C]);
     boxes: f[N, 4] normalised (y1, x1, y2, x2), big_vision's ``objects/bbox`` convention.
     """
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    try:
+        boxes = np.asarray(boxes, np.float32)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"boxes must be numbers f[N, 4] (y1, x1, y2, x2), could not read them ({e})") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InputError(f"boxes must be f[N, 4] (y1, x1, y2, x2), got shape {list(boxes.shape)}")
     if len(masks) != len(boxes):
         raise InputError(f"{len(masks)} masks but {len(boxes)} boxes")
     crops = np.stack([mask_crop_64(m, b) for m, b in zip(masks, boxes)]) if len(boxes) else \
