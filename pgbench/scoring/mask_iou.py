@@ -62,7 +62,12 @@ def _ratio(inter: int, union: int) -> float:
 
 def refcoco_miou(predictions, references) -> dict[str, float]:
     """{"miou", "ciou"} over binary masks; see the module docstring for 0/0."""
-    inter, union = intersections_unions(predictions, references)
+    return scores_from_counts(*intersections_unions(predictions, references))
+
+
+def scores_from_counts(inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
+    """{"miou", "ciou"} from per-example pixel counts (lets callers stream masks in chunks)."""
+    inter, union = np.asarray(inter, np.int64), np.asarray(union, np.int64)
     ious = [_ratio(i, u) for i, u in zip(inter.tolist(), union.tolist())]
     total_union = int(union.sum())
     return {"miou": sum(ious) / len(ious),

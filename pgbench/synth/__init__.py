@@ -1,0 +1,1 @@
+"""Synthetic benchmark data: writers of the official distribution formats (``formats``)."""
