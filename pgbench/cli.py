@@ -1,4 +1,4 @@
-"""Command line: ``pgbench parity | predict``.
+"""Command line: ``pgbench eval | score | tasks | parity | predict``.
 
 Every subcommand prints one readable line for a bad input (no traceback) and exits 2;
 ``parity`` exits 0 only when every compared output passes.
@@ -59,8 +59,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pgbench import eval_cli
+
     ap = argparse.ArgumentParser(prog="pgbench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="decode a task's split with a checkpoint and score it")
+    eval_cli.add_eval_arguments(p)
+    p.set_defaults(func=eval_cli.cmd_eval)
+    p = sub.add_parser("score", help="score a predictions file by a task's official protocol")
+    eval_cli.add_score_arguments(p)
+    p.set_defaults(func=eval_cli.cmd_score)
+    p = sub.add_parser("tasks", help="list the tasks, their metric, splits and data layout")
+    eval_cli.add_tasks_arguments(p)
+    p.set_defaults(func=eval_cli.cmd_tasks)
 
     p = sub.add_parser("parity", help="compare pgbench with a reference implementation")
     p.add_argument("--reference", nargs="+", metavar="DIR",

@@ -7,9 +7,10 @@ For ``detect …`` / ``segment …`` prompts it also parses the boxes (and, with
 masks), prints them and writes ``OUT/<image stem>.png`` with them drawn over the original
 image. See docs/predict.md.
 
-Batching: images are decoded ``--batch-size`` at a time; the last batch is padded with copies
-of its first image (their outputs dropped), and the prompt is padded to a multiple of
-:data:`PROMPT_BUCKET` tokens, so the decode loop compiles once per run.
+Batching (``pgbench.evaluation.generate``, shared with ``pgbench eval``): images are decoded
+``--batch-size`` at a time; the last batch is padded with copies of its first image (their
+outputs dropped), and the prompt is padded to a multiple of :data:`PROMPT_BUCKET` tokens, so
+the decode loop compiles once per run.
 
 Bad images are skipped: each one gets one warning line naming the file and the reason, and
 the run continues. Exit status: 0 when every image got a prediction, 1 when some files were
@@ -31,11 +32,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pgbench.errors import CheckpointError, ImageError, InputError, TokenizerError
+from pgbench import data
+from pgbench.errors import CheckpointError, ImageError, InputError
+from pgbench.evaluation import resolve_tokenizer_path  # noqa: F401  (the CLI's default)
 
 log = logging.getLogger(__name__)
 
-PROMPT_BUCKET = 8  # prompt lengths are padded to a multiple of this (fewer compilations)
+PROMPT_BUCKET = data.PROMPT_BUCKET  # prompt lengths are padded to a multiple of this
 DEFAULT_MAX_PROMPT_LEN = 256
 STRUCTURED_TASKS = ("detect", "segment")
 
@@ -91,21 +94,6 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--top-k must be >= 0, got {args.top_k}")
     if not args.prompt.strip():
         raise InputError("--prompt is empty")
-
-
-def resolve_tokenizer_path(checkpoint: str | Path, tokenizer: str | Path | None) -> Path:
-    """--tokenizer if given, else the tokenizer file inside an HF checkpoint directory."""
-    if tokenizer is not None:
-        return Path(tokenizer)
-    ckpt = Path(checkpoint)
-    if ckpt.is_dir():
-        for name in ("tokenizer.model", "tokenizer.json"):
-            if (ckpt / name).is_file():
-                return ckpt / name
-        raise TokenizerError(f"{ckpt}: checkpoint directory has no tokenizer.model or "
-                             "tokenizer.json; pass --tokenizer PATH")
-    raise TokenizerError(f"{ckpt}: a .npz checkpoint carries no tokenizer; pass --tokenizer PATH "
-                         "(e.g. paligemma_tokenizer.model)")
 
 
 def task_of(prompt: str) -> str | None:
@@ -170,8 +158,7 @@ class Skipped:
     reason: str
 
 
-def _bucket(n: int, limit: int) -> int:
-    return min(-(-n // PROMPT_BUCKET) * PROMPT_BUCKET, max(limit, n))
+_bucket = data.bucket
 
 
 def encode_prompt(tok, prompt: str, *, max_prompt_len: int) -> dict[str, np.ndarray]:
@@ -188,33 +175,6 @@ def encode_prompt(tok, prompt: str, *, max_prompt_len: int) -> dict[str, np.ndar
                                         pad_id=tok.pad_id).items()}
 
 
-def _load_images(paths: Sequence[Path], image_size: int, resize: str
-                 ) -> Iterator[tuple[Path, np.ndarray, np.ndarray] | Skipped]:
-    """(path, original u8[H, W, 3], model input f32[R, R, 3]) per readable file, else Skipped."""
-    from pgbench import images
-
-    for path in paths:
-        try:
-            original = images.load_image(path)
-        except ImageError as e:
-            yield Skipped(path, str(e))
-            continue
-        x = images.to_model_input(images.resize(original, image_size, method=resize),
-                                  normalization=resize)
-        yield path, original, x
-
-
-def _batches(items, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: int = 8,
             max_new_tokens: int = 32, max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN,
             sampler=None, seed: int = 0, resize: str = "bigvision", attn_impl: str = "xla",
@@ -224,73 +184,44 @@ def predict(model, cfg, tok, paths: Sequence[Path], prompt: str, *, batch_size: 
 
     Predictions come in input order; a skipped file is reported just before the batch it
     would have been in. Batches are padded to ``batch_size`` so one compiled decode serves
-    every batch.
+    every batch (``pgbench.evaluation.generate`` does the work).
 
     With ``keep_originals``, each prediction carries ``original`` (u8[H, W, 3]) for drawing.
     """
-    import jax
+    from pgbench import evaluation, images
+    from pgbench.task import Example
 
-    from pgbench import decode
-
-    if sampler is None:
-        sampler = decode.Sampler()
-    text = encode_prompt(tok, prompt, max_prompt_len=max_prompt_len)
-    real = text["tokens"][text["input_mask"]]
-    if np.any(real >= cfg.llm.vocab_size):
-        bad = sorted(set(real[real >= cfg.llm.vocab_size].tolist()))
-        raise InputError(f"prompt token ids {bad[:5]} are outside the model's vocabulary "
-                         f"({cfg.llm.vocab_size} ids): the tokenizer {tok.path} does not "
-                         "belong to this checkpoint")
+    encode_prompt(tok, prompt, max_prompt_len=max_prompt_len)  # one clear error, up front
+    paths = [Path(p) for p in paths]
+    examples = [Example(id=str(n), image=str(p), prefix=prompt) for n, p in enumerate(paths)]
+    settings = evaluation.DecodeSettings(
+        max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, batch_size=batch_size,
+        sampler=sampler, seed=seed, attn_impl=attn_impl, resize=resize)
     task = task_of(prompt)
-    key = jax.random.key(seed)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="img", desc="predict", file=sys.stderr)
     try:
-        stream = _load_images(paths, cfg.image_size, resize)
-        pending_skips: list[Skipped] = []
-        for i, batch in enumerate(_batches(_ok_only(stream, pending_skips), batch_size)):
-            yield from pending_skips
-            if bar is not None:
-                bar.update(len(pending_skips))
-            pending_skips.clear()
-            xs = np.stack([x for _, _, x in batch])
-            n = len(batch)
-            if n < batch_size:  # pad with copies: same shapes, same compiled loop
-                xs = np.concatenate([xs, np.repeat(xs[:1], batch_size - n, axis=0)])
-            rows = lambda a: np.repeat(a[None], batch_size, axis=0)  # noqa: E731
-            out = decode.decode(model, xs, rows(text["tokens"]), rows(text["input_mask"]),
-                                rows(text["mask_ar"]), max_new_tokens=max_new_tokens,
-                                eos_id=tok.eos_id, attn_impl=attn_impl, sampler=sampler,
-                                key=jax.random.fold_in(key, i))
-            tokens = np.asarray(out.tokens)[:n]
-            for (path, original, _), ids in zip(batch, tokens):
+        for outputs in evaluation.generate(model, cfg, tok, examples, settings):
+            for o in outputs:
+                path = paths[o.index]
+                if o.error is not None:
+                    yield Skipped(path, o.error)
+                    continue
+                original = images.load_image(path)  # pixels of the file, for boxes / drawing
                 hw = (int(original.shape[0]), int(original.shape[1]))
-                text_out = tok.decode(ids)
-                pred = Prediction(image=path, prompt=prompt, text=text_out, tokens=ids,
-                                  image_hw=hw, parsed=parse_output(text_out, task, hw, vae))
+                pred = Prediction(image=path, prompt=prompt, text=o.text, tokens=o.tokens,
+                                  image_hw=hw, parsed=parse_output(o.text, task, hw, vae))
                 if keep_originals:
                     pred.original = original
                 yield pred
             if bar is not None:
-                bar.update(n)
-        yield from pending_skips
-        if bar is not None:
-            bar.update(len(pending_skips))
+                bar.update(len(outputs))
     finally:
         if bar is not None:
             bar.close()
-
-
-def _ok_only(stream, skips: list):
-    """Pass readable images on; park Skipped items in ``skips`` (reported with the next batch)."""
-    for item in stream:
-        if isinstance(item, Skipped):
-            skips.append(item)
-        else:
-            yield item
 
 
 # --------------------------------------------------------------------------------------
