@@ -33,11 +33,11 @@ REFERENCE ?= ../shared/reference/big_vision/pg1_tiny
 parity:
 	$(VENV)/bin/pgbench parity --reference $(REFERENCE)
 
-## make bench: CPU benchmarks (prefill vs transformers, decode throughput, metrics); figures go to benchmarks/results/.
+## make bench: every benchmark at full size (hours; a quiet machine): prefill and decode vs transformers at the same dtype, layouts, kernels, metrics; figures go to benchmarks/results/.
 bench:
 	$(PY) -m benchmarks.run
 
-## make bench-quick: the same benchmarks at tiny sizes (seconds), so they cannot rot.
+## make bench-quick: every benchmark at tiny size (minutes), files in a temporary folder, so none can rot.
 bench-quick:
 	$(PY) -m benchmarks.run --quick
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from pathlib import Path
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 
 def time_calls(fn, repeats: int) -> list[float]:
@@ -53,3 +56,36 @@ def write_results(stem: Path, res: dict, markdown: str) -> None:
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (how busy the machine was around a measurement)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def summarize(times: list[float]) -> dict:
+    """Median, best, worst and relative spread ((max - min) / median) of some timings."""
+    if not times:
+        return {}
+    med = float(np.median(times))
+    return {"median_s": med, "min_s": float(min(times)), "max_s": float(max(times)),
+            "spread": (max(times) - min(times)) / med if med else float("nan"), "n": len(times)}
+
+
+def interleaved(module: str, sides: dict[str, dict], rounds: int) -> dict[str, list[dict]]:
+    """Run every side once per round, in turn (A B A B ...), each in its own process.
+
+    sides: name -> flags for `spawn(module, **flags)` (a "role" key among them). Returns
+    name -> the per-round results, each with the load average before and after its process.
+    """
+    out: dict[str, list[dict]] = {name: [] for name in sides}
+    for r in range(rounds):
+        for name, flags in sides.items():
+            before = load_average()
+            res = spawn(module, **flags)
+            res.update(round=r, load_before=before, load_after=load_average())
+            out[name].append(res)
+    return out

@@ -1,28 +1,38 @@
-"""Decode throughput on the CPU: pgbench's on-device loop vs transformers ``generate``.
+"""Decoding on the CPU at the real size: pgbench vs transformers `generate`, same dtype and batch.
 
-Config "decode-mid" (stated here, float32): SigLIP width 384, depth 6, 6 heads, MLP 1536,
-224 px / patch 14 (256 image tokens); Gemma-1-style decoder width 1024, depth 8, 8 query
-heads, 1 KV head, head_dim 128, MLP 4096, vocabulary 257152 (the real one: the tied
-output layer dominates per-token weight reads). Prompt: 10 text tokens; 32 new tokens,
-greedy, EOS disabled so every row generates all 32; batch 1 and 8. Same weights in both
-implementations (seeded per-parameter streams; transformers reads an HF directory that
-pgbench wrote).
+For each preset (default pg1-3b-224 and pg2-3b-224), dtype (float32, bfloat16) and batch
+(1, 8, 32): a 10-token prompt after the image, 16 new tokens, greedy, EOS disabled so every
+row generates all of them; the same seeded random weights on both sides (transformers reads
+an HF directory that pgbench wrote). The two sides run interleaved, one process each per
+round (pgbench, transformers, pgbench, transformers, ...); the load average is recorded
+before and after every process.
 
-tokens/s counts generated tokens per second of the decode phase (generate time minus the
-prefill time, each measured in the same process). The memory-bandwidth floor at batch 1 is
-the time to read the decoder's weights once per token, (weight bytes) / (copy bandwidth).
-Copy bandwidth is measured in the same run with a 1 GiB numpy copy and counted as STREAM
-counts it: every byte is read once and written once, so 2 x 1 GiB moves per copy. (Counting
-only the bytes copied would halve the bandwidth and put the "floor" above what both
-implementations reach.)
+What is timed, per repeat, on both sides:
+  - the decode loop itself, 15 steps (each feeds the previous token, reads all decoder
+    weights once and picks the next token). pgbench: a jitted loop over `decode.step` and
+    `decode._select`, the body of `decode.decode`'s while-loop, run on the cache its prefill
+    left (the tokens are checked against `decode.decode`'s). transformers: the time between
+    the first and the last call of a stopping criterion inside one `generate` call (it is
+    called once per new token);
+  - the prefill (image + prompt, first token): pgbench its jitted prefill; transformers
+    `generate`'s start to its first new token;
+  - end-to-end generation: transformers the whole `generate` call; pgbench prefill + loop.
 
-    python -m benchmarks.decode_cpu
+The read bound: every step reads every decoder weight once, so a step cannot take less
+than (weight bytes at this dtype) / (read bandwidth), the bandwidth measured as decoding
+reads (`benchmarks.read_bound`: all cores, read-only, a weight-sized buffer). A loop
+measured faster than that bound is marked ABOVE BOUND in the results: either the bound or
+the measurement is wrong, and the figure must not be quoted.
+
+    python -m benchmarks.decode_cpu                                   # full (hours; quiet machine)
+    python -m benchmarks.decode_cpu --presets pg1-tiny --batches 1 2 --rounds 1 --out DIR/decode  # seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,37 +40,27 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import machine
-from benchmarks.common import have_transformers, spawn, time_calls, write_results
+from benchmarks import machine, read_bound
+from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, write_results
 from benchmarks.flops import weight_bytes_per_token
-from pgbench.config import GemmaConfig, PaliGemmaConfig, SigLIPConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DECODE_MID = PaliGemmaConfig(
-    name="decode-mid",
-    vision=SigLIPConfig(width=384, depth=6, mlp_dim=1536, num_heads=6, patch_size=14, image_size=224),
-    llm=GemmaConfig(family="gemma1", width=1024, depth=8, num_heads=8, num_kv_heads=1, head_dim=128,
-                    mlp_dim=4096),
-)
 NEVER = -7  # an EOS id no token can equal: every row decodes all new tokens
+MODULE = "benchmarks.decode_cpu"
 
 
 def _inputs(cfg, batch: int, n_text: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     size = cfg.vision.image_size
     images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, 256000, (batch, n_text - 2)),
+    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, min(cfg.llm.vocab_size, 256000),
+                                                                   (batch, n_text - 2)),
                              np.full((batch, 1), 108)], axis=1).astype(np.int32)
     return images, tokens
 
 
-def role_bandwidth(args) -> dict:
-    n = 1 << 28  # 2^28 float32 = 1 GiB
-    src = np.ones(n, np.float32)
-    dst = np.empty_like(src)
-    t = min(time_calls(lambda: np.copyto(dst, src), 5))
-    return {"copy_bytes_per_s": 2 * src.nbytes / t, "copy_gib": src.nbytes / 2**30,
-            "counting": "STREAM copy: bytes read + bytes written"}
+def role_read_bound(args) -> dict:
+    return read_bound.measure(args.bytes)
 
 
 def role_pgbench(args) -> dict:
@@ -69,133 +69,255 @@ def role_pgbench(args) -> dict:
 
     from benchmarks.random_weights import LazyRandomFlat
     from pgbench import decode
+    from pgbench.config import get_preset
     from pgbench.model.params import from_bigvision_params
 
-    cfg = DECODE_MID
+    cfg = get_preset(args.preset)
     model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
                                   consume=True, stacked=False)
-    images, tokens = (jnp.asarray(a) for a in _inputs(cfg, args.batch, args.text_tokens))
-    mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
+    steps = args.new_tokens
 
-    def gen():
-        return decode.decode(model, images, tokens, mask, ar, max_new_tokens=args.new_tokens,
-                             eos_id=NEVER).tokens.block_until_ready()
+    def prefill(model, images, tokens):
+        mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
+        state = decode.prefill(model, images, tokens, mask, ar, max_new_tokens=steps)
+        return state, decode._select(state.logits, None, decode.Sampler())[0]
 
-    prefill = jax.jit(lambda m, i, t: decode.prefill(m, i, t, mask, ar, max_new_tokens=args.new_tokens).logits)
-    t_gen = min(time_calls(gen, args.repeats))
-    t_pre = min(time_calls(lambda: prefill(model, images, tokens).block_until_ready(), args.repeats))
-    return {"generate_s": t_gen, "prefill_s": t_pre, "tokens_head": np.asarray(gen())[0, :8].tolist()}
+    def loop(model, state, tok):
+        # decode.decode's while-loop body, greedy, no EOS: steps - 1 further tokens.
+        def body(i, carry):
+            out, cache, tok = carry
+            logits, cache = decode.step(model, state._replace(cache=cache), tok, i=i - 1)
+            tok = decode._select(logits, None, decode.Sampler())[0]
+            return jax.lax.dynamic_update_slice_in_dim(out, tok[:, None], i, 1), cache, tok
+
+        out = jnp.zeros((tok.shape[0], steps), jnp.int32).at[:, 0].set(tok)
+        return jax.lax.fori_loop(1, steps, body, (out, state.cache, tok))[0]
+
+    prefill_j = jax.jit(prefill)
+    loop_j = jax.jit(loop, donate_argnums=1)  # the cache is updated in place, as inside decode()
+    res = {"batches": {}}
+    for batch in args.batches:
+        images, tokens = (jnp.asarray(a) for a in _inputs(cfg, batch, args.text_tokens))
+        # Compile ahead (no warm-up run: at batch 32 one prefill takes minutes).
+        state_shape = jax.eval_shape(prefill, model, images, tokens)
+        pre_c = prefill_j.lower(model, images, tokens).compile()
+        loop_c = loop_j.lower(model, *state_shape).compile()
+        runs = []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            state, tok = jax.block_until_ready(pre_c(model, images, tokens))
+            t1 = time.perf_counter()
+            out = loop_c(model, state, tok).block_until_ready()
+            t2 = time.perf_counter()
+            runs.append({"prefill_s": t1 - t0, "loop_s": t2 - t1, "generate_s": t2 - t0})
+        entry = {"runs": runs, "tokens_head": np.asarray(out)[0, :8].tolist()}
+        if batch == min(args.batches):  # the split loop generates what decode.decode generates
+            mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
+            ref = decode.decode(model, images, tokens, mask, ar, max_new_tokens=steps, eos_id=NEVER).tokens
+            entry["same_tokens_as_decode"] = bool(np.array_equal(np.asarray(ref), np.asarray(out)))
+        res["batches"][str(batch)] = entry
+    return res
 
 
 def role_write_hf(args) -> dict:
     from benchmarks.random_weights import LazyRandomFlat
     from pgbench.checkpoints.hf import write_hf_dir
+    from pgbench.config import get_preset
 
-    write_hf_dir(LazyRandomFlat(DECODE_MID, args.seed), DECODE_MID, args.hf_dir)
-    return {}
+    cfg = get_preset(args.preset)
+    t0 = time.perf_counter()
+    write_hf_dir(LazyRandomFlat(cfg, args.seed), cfg, args.hf_dir)
+    return {"write_s": time.perf_counter() - t0}
 
 
 def role_transformers(args) -> dict:
     import torch
     import transformers
 
-    cfg = DECODE_MID
-    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(args.hf_dir, dtype=torch.float32).eval()
-    images, tokens = _inputs(cfg, args.batch, args.text_tokens)
-    n_img = cfg.num_image_tokens
-    ids = torch.from_numpy(np.concatenate([np.full((args.batch, n_img), hf.config.image_token_id), tokens], 1))
-    kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
-              token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids))
+    from pgbench.config import get_preset
 
-    def gen():
+    cfg = get_preset(args.preset)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(args.hf_dir, dtype=dtype).eval()
+
+    class Clock(transformers.StoppingCriteria):
+        """Called once per new token, right after it is chosen: timestamps every step."""
+
+        def __init__(self):
+            self.stamps = []
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.stamps.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    def generate(batch: int, new_tokens: int):
+        images, tokens = _inputs(cfg, batch, args.text_tokens)
+        ids = torch.from_numpy(np.concatenate([np.full((batch, cfg.num_image_tokens), hf.config.image_token_id),
+                                               tokens], 1))
+        kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(dtype),
+                  token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids))
+        clock = Clock()
         with torch.inference_mode():
-            return hf.generate(**kw, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                               do_sample=False, pad_token_id=0)
+            t0 = time.perf_counter()
+            out = hf.generate(**kw, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              pad_token_id=0, stopping_criteria=transformers.StoppingCriteriaList([clock]))
+            t1 = time.perf_counter()
+        assert len(clock.stamps) == new_tokens, (len(clock.stamps), new_tokens)
+        run = {"prefill_s": clock.stamps[0] - t0, "loop_s": clock.stamps[-1] - clock.stamps[0],
+               "generate_s": t1 - t0}
+        return run, out[0, ids.shape[1]: ids.shape[1] + 8].tolist()
 
-    def pre():
-        with torch.inference_mode():
-            return hf(**kw, logits_to_keep=1).logits
-
-    t_gen = min(time_calls(gen, args.repeats))
-    t_pre = min(time_calls(pre, args.repeats))
-    return {"generate_s": t_gen, "prefill_s": t_pre,
-            "tokens_head": gen()[0, ids.shape[1]: ids.shape[1] + 8].tolist()}
+    generate(1, 2)  # warm-up: oneDNN primitives, allocator
+    res = {"batches": {}, "torch_threads": torch.get_num_threads()}
+    for batch in args.batches:
+        runs = [generate(batch, args.new_tokens) for _ in range(args.repeats)]
+        res["batches"][str(batch)] = {"runs": [r for r, _ in runs], "tokens_head": runs[-1][1]}
+    return res
 
 
-ROLES = {"bandwidth": role_bandwidth, "pgbench": role_pgbench, "write_hf": role_write_hf,
+ROLES = {"read_bound": role_read_bound, "pgbench": role_pgbench, "write_hf": role_write_hf,
          "transformers": role_transformers}
 
 
+def _summarize_side(rounds: list[dict], batch: str, batch_size: int, steps: int) -> dict:
+    runs = [run for r in rounds for run in r.get("batches", {}).get(batch, {}).get("runs", [])]
+    errors = [r["error"] for r in rounds if "error" in r]
+    if not runs:
+        return {"error": errors[0] if errors else "no runs"}
+    out = {k: summarize([run[k] for run in runs]) for k in ("loop_s", "prefill_s", "generate_s")}
+    out["loop_tokens_per_s"] = batch_size * (steps - 1) / out["loop_s"]["median_s"]
+    out["step_s"] = out["loop_s"]["median_s"] / (steps - 1)
+    out["generate_tokens_per_s"] = batch_size * steps / out["generate_s"]["median_s"]
+    out["tokens_head"] = rounds[-1]["batches"][batch]["tokens_head"]
+    same = [r["batches"][batch]["same_tokens_as_decode"] for r in rounds
+            if "same_tokens_as_decode" in r.get("batches", {}).get(batch, {})]
+    if same:
+        out["same_tokens_as_decode"] = all(same)
+    if errors:
+        out["errors"] = errors
+    return out
+
+
 def run(args) -> dict:
+    from pgbench.config import get_preset
+
     common = dict(text_tokens=args.text_tokens, new_tokens=args.new_tokens, repeats=args.repeats, seed=args.seed)
-    res = {"benchmark": "decode throughput", "config": DECODE_MID.name, "config_detail": repr(DECODE_MID),
-           "new_tokens": args.new_tokens, "text_tokens": args.text_tokens, "machine": machine.describe(),
-           "bandwidth": spawn("benchmarks.decode_cpu", "bandwidth", **common),
-           "weight_bytes_per_token": weight_bytes_per_token(DECODE_MID), "runs": {}}
+    batches = " ".join(map(str, args.batches))
+    res = {"benchmark": "decode loop and generate, pgbench vs transformers at the same dtype and batch",
+           "new_tokens": args.new_tokens, "loop_steps": args.new_tokens - 1, "text_tokens": args.text_tokens,
+           "rounds": args.rounds, "repeats_per_round": args.repeats, "machine": machine.describe(),
+           "load_before": load_average(), "results": {}}
     tf_ok = have_transformers()
-    with tempfile.TemporaryDirectory() as tmp:
-        if tf_ok:
-            spawn("benchmarks.decode_cpu", "write_hf", hf_dir=tmp, **common)
-        for batch in args.batches:
-            run_b = {"pgbench": spawn("benchmarks.decode_cpu", "pgbench", batch=batch, **common)}
-            run_b["transformers"] = (spawn("benchmarks.decode_cpu", "transformers", batch=batch, hf_dir=tmp, **common)
-                                     if tf_ok else {"error": "transformers not installed"})
-            for r in run_b.values():
-                if "generate_s" in r:
-                    r["decode_s"] = r["generate_s"] - r["prefill_s"]
-                    r["tokens_per_s"] = batch * (args.new_tokens - 1) / r["decode_s"]
-                    r["tokens_per_s_end_to_end"] = batch * args.new_tokens / r["generate_s"]
-            if "tokens_per_s" in run_b["pgbench"] and "tokens_per_s" in run_b["transformers"]:
-                run_b["speedup"] = run_b["pgbench"]["tokens_per_s"] / run_b["transformers"]["tokens_per_s"]
-            res["runs"][str(batch)] = run_b
-    bw = res["bandwidth"].get("copy_bytes_per_s")
-    if bw:
-        floor = res["weight_bytes_per_token"] / bw
-        res["bandwidth_floor_s_per_token"] = floor
-        one = res["runs"].get("1", {}).get("pgbench", {})
-        if "decode_s" in one:
-            per_tok = one["decode_s"] / (args.new_tokens - 1)
-            res["batch1_fraction_of_floor"] = floor / per_tok
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-decode-") as tmp:
+        for preset in args.presets:
+            cfg = get_preset(preset)
+            hf_dir = os.path.join(tmp, preset)
+            if tf_ok:
+                spawn(MODULE, "write_hf", preset=preset, hf_dir=hf_dir, seed=args.seed)
+            for dtype in args.dtypes:
+                wbytes = weight_bytes_per_token(cfg, 4 if dtype == "float32" else 2)
+                bound = [spawn(MODULE, "read_bound", bytes=wbytes)]
+                sides = {"pgbench": dict(role="pgbench", preset=preset, dtype=dtype, batches=batches, **common)}
+                if tf_ok:
+                    sides["transformers"] = dict(role="transformers", preset=preset, dtype=dtype, batches=batches,
+                                                 hf_dir=hf_dir, **common)
+                rounds = interleaved(MODULE, sides, args.rounds)
+                bound.append(spawn(MODULE, "read_bound", bytes=wbytes))
+                rates = [b["bytes_per_s"] for b in bound if "bytes_per_s" in b]
+                entry = {"weight_bytes_per_step": wbytes, "read_bound_runs": bound,
+                         "raw_rounds": rounds, "batches": {}}
+                bound_s = wbytes / max(rates) if rates else None
+                entry["read_bound_s_per_step"] = bound_s
+                for b in args.batches:
+                    row = {side: _summarize_side(rounds[side], str(b), b, args.new_tokens) for side in sides}
+                    if not tf_ok:
+                        row["transformers"] = {"error": "transformers not installed (make install-reference)"}
+                    p, t = row["pgbench"], row["transformers"]
+                    if "loop_s" in p and "loop_s" in t:
+                        row["loop_speedup"] = t["loop_s"]["median_s"] / p["loop_s"]["median_s"]
+                        row["generate_speedup"] = t["generate_s"]["median_s"] / p["generate_s"]["median_s"]
+                        row["prefill_speedup"] = t["prefill_s"]["median_s"] / p["prefill_s"]["median_s"]
+                    for side in row.values():
+                        if isinstance(side, dict) and "step_s" in side and bound_s:
+                            side["fraction_of_read_bound"] = bound_s / side["step_s"]
+                            side["above_read_bound"] = side["step_s"] < bound_s
+                    entry["batches"][str(b)] = row
+                res["results"][f"{preset} {dtype}"] = entry
+    res["load_after"] = load_average()
+    res["above_read_bound"] = [f"{k} batch {b} {side}" for k, e in res["results"].items()
+                               for b, row in e["batches"].items() for side, v in row.items()
+                               if isinstance(v, dict) and v.get("above_read_bound")]
     return res
+
+
+def _fmt(d: dict, key: str, f: str = "{:.2f}") -> str:
+    v = d.get(key)
+    if isinstance(v, dict):
+        return (f"{v['median_s']:.2f} ({v['min_s']:.2f}–{v['max_s']:.2f})" if "median_s" in v else "—")
+    return f.format(v) if v is not None else d.get("error", "—")
 
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# Decode throughput on the CPU ({res['config']}, float32, {res['new_tokens']} new tokens)", "",
+    lines = [f"# Decoding on the CPU: pgbench vs transformers generate, same dtype and batch", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
              + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
-             + f"; {m['date']}.", "", f"Config: `{res['config_detail']}`", "",
-             "| batch | pgbench tok/s | transformers tok/s | speed-up | pgbench end-to-end tok/s | transformers end-to-end tok/s |",
-             "|---|---|---|---|---|---|"]
-    for b, r in res["runs"].items():
-        p, t = r["pgbench"], r["transformers"]
-        fmt = lambda d, k: f"{d[k]:.1f}" if k in d else d.get("error", "—")  # noqa: E731
-        lines.append(f"| {b} | {fmt(p, 'tokens_per_s')} | {fmt(t, 'tokens_per_s')} | "
-                     f"{r.get('speedup', float('nan')):.2f}x | {fmt(p, 'tokens_per_s_end_to_end')} | "
-                     f"{fmt(t, 'tokens_per_s_end_to_end')} |")
-    if "bandwidth_floor_s_per_token" in res:
-        lines += ["", f"Copy bandwidth {res['bandwidth']['copy_bytes_per_s'] / 1e9:.1f} GB/s (STREAM counting: "
-                  "read + written bytes of a 1 GiB numpy copy); decoder weights "
-                  f"read per token {res['weight_bytes_per_token'] / 1e9:.2f} GB; floor "
-                  f"{res['bandwidth_floor_s_per_token'] * 1e3:.0f} ms/token; pgbench batch 1 reaches "
-                  f"{res.get('batch1_fraction_of_floor', float('nan')):.0%} of that floor."]
-    lines += ["", "Reproduce: `make bench` (or `python -m benchmarks.decode_cpu`)."]
+             + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}.",
+             "", f"Prompt: image + {res['text_tokens']} text tokens; {res['new_tokens']} new tokens, greedy, "
+             f"no EOS; the loop is the {res['loop_steps']} steps after the first token. {res['rounds']} "
+             f"interleaved rounds x {res['repeats_per_round']} repeats per side; seconds are median "
+             "(min–max).", ""]
+    if res["above_read_bound"]:
+        lines += ["**ERROR: faster than the read bound (the bound or the timing is wrong; do not quote):** "
+                  + "; ".join(res["above_read_bound"]), ""]
+    for key, e in res["results"].items():
+        bs = e["read_bound_s_per_step"]
+        rates = [b["bytes_per_s"] for b in e["read_bound_runs"] if "bytes_per_s" in b]
+        lines += [f"## {key}", "",
+                  (f"Read bound: {e['weight_bytes_per_step'] / 1e9:.2f} GB of weights per step at "
+                   f"{max(rates) / 1e9:.1f} GB/s (all cores, read-only; runs: "
+                   + ", ".join(f"{r / 1e9:.1f}" for r in rates) + f") = {bs * 1e3:.0f} ms per step.")
+                  if bs else "Read bound: not measured.", "",
+                  "| batch | side | loop s | ms/step | loop tok/s | of read bound | prefill s | generate s | "
+                  "loop speed-up | generate speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for b, row in e["batches"].items():
+            for side in ("pgbench", "transformers"):
+                d = row[side]
+                frac = d.get("fraction_of_read_bound")
+                frac_s = ("—" if frac is None else f"{frac:.0%}" + (" **ABOVE BOUND**" if d.get("above_read_bound") else ""))
+                sp = (f"{row['loop_speedup']:.2f}x", f"{row['generate_speedup']:.2f}x") if (
+                    side == "pgbench" and "loop_speedup" in row) else ("", "")
+                lines.append(f"| {b} | {side} {key.split()[-1]} | {_fmt(d, 'loop_s')} | "
+                             + (f"{d['step_s'] * 1e3:.0f}" if "step_s" in d else "—") + " | "
+                             f"{_fmt(d, 'loop_tokens_per_s', '{:.1f}')} | {frac_s} | {_fmt(d, 'prefill_s')} | "
+                             f"{_fmt(d, 'generate_s')} | {sp[0]} | {sp[1]} |")
+        lines.append("")
+    lines += ["Speed-ups are transformers' median seconds over pgbench's, same dtype and batch. "
+              "Reproduce: `python -m benchmarks.decode_cpu` (see its docstring)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", choices=sorted(ROLES))
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--dtype", default="float32", help="pgbench weights (--role pgbench only; the table is float32)")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--preset", help="(one role's preset)")
+    ap.add_argument("--presets", nargs="+", default=["pg1-3b-224", "pg2-3b-224"])
+    ap.add_argument("--dtype", default="float32", help="(one role's dtype)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split()] if " " in s else [int(s)],
+                    nargs="+", default=[[1], [8], [32]])
     ap.add_argument("--text-tokens", type=int, default=10)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one process per side each)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed generations per batch per process")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bytes", type=int, help="(read_bound role) buffer size")
     ap.add_argument("--hf-dir")
-    ap.add_argument("--out", default=str(RESULTS / "decode_cpu"))
+    ap.add_argument("--tmp-dir", default=os.environ.get("PGBENCH_BENCH_TMP"),
+                    help="where the HF copy of the random weights goes (12 GB per 3B preset)")
+    ap.add_argument("--out", default=str(RESULTS / "decode_cpu"), help="results file stem")
     args = ap.parse_args(argv)
+    args.batches = [b for group in args.batches for b in group]
     if args.role:
         print(json.dumps(ROLES[args.role](args)))
         return 0
@@ -203,7 +325,7 @@ def main(argv=None):
     res = run(args)
     res["wall_s"] = time.perf_counter() - t0
     write_results(Path(args.out), res, markdown(res))
-    return 0
+    return 1 if res["above_read_bound"] else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Prefill benchmark on the CPU: PaliGemma forward over [image, text], last-position logits.
 
-Every measurement runs in its own process (a 3B float32 model is 12 GB; two at once would
-not fit in 24 GB): the matmul-rate probe, pgbench float32, pgbench bfloat16 and, when the
-[reference] extra is installed, transformers float32 on the very same weights. Weights are
-drawn per parameter from seeded numpy streams (``random_weights``); transformers reads them
-from a Hugging Face directory written by pgbench's own writer.
+pgbench against transformers at the SAME dtype (float32 with float32, bfloat16 with
+bfloat16), on the very same weights: drawn per parameter from seeded numpy streams
+(``random_weights``); transformers reads them from a Hugging Face directory written by
+pgbench's own writer. Every measurement runs in its own process (a 3B float32 model is
+12 GB; two at once would not fit in 24 GB), and the two sides alternate: for each dtype,
+`--rounds` rounds of (pgbench, transformers), each process timing `--repeats` forwards after
+one warm-up. The results give the median, min, max and spread over all repeats of a side,
+and the load average before and after every process, so a noisy machine shows.
 
     python -m benchmarks.forward_cpu                   # full size: pg1-3b-224, batch 1, 10 text tokens
-    python -m benchmarks.forward_cpu --preset pg1-tiny --repeats 2   # seconds, for CI smoke runs
+    python -m benchmarks.forward_cpu --preset pg1-tiny --rounds 1 --repeats 1 --out DIR/fwd   # seconds
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, spawn, time_calls, write_results
+from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, time_calls, write_results
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _inputs(cfg, n_text: int, seed: int = 0):
+def _inputs(cfg, n_text: int, batch: int = 1, seed: int = 0):
     rng = np.random.default_rng(seed)
     size = cfg.vision.image_size
-    images = rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
-    tokens = np.asarray([[2, *rng.integers(3, min(cfg.llm.vocab_size, 256000), n_text - 2), 108]], np.int32)
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, min(cfg.llm.vocab_size, 256000),
+                                                                   (batch, n_text - 2)),
+                             np.full((batch, 1), 108)], axis=1).astype(np.int32)
     return images, tokens
 
 
@@ -79,7 +84,7 @@ def role_pgbench(args) -> dict:
     t0 = time.perf_counter()
     model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=dtype, consume=True, stacked=False)
     build_s = time.perf_counter() - t0
-    images, tokens = _inputs(cfg, args.text_tokens)
+    images, tokens = _inputs(cfg, args.text_tokens, args.batch)
     images, tokens = jnp.asarray(images), jnp.asarray(tokens)
     mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
 
@@ -114,14 +119,14 @@ def role_transformers(args) -> dict:
     from pgbench.config import get_preset
 
     cfg = get_preset(args.preset)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     t0 = time.perf_counter()
-    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
-        args.hf_dir, dtype=torch.float32).eval()
+    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(args.hf_dir, dtype=dtype).eval()
     build_s = time.perf_counter() - t0
-    images, tokens = _inputs(cfg, args.text_tokens)
+    images, tokens = _inputs(cfg, args.text_tokens, args.batch)
     n_img = cfg.num_image_tokens
-    ids = torch.from_numpy(np.concatenate([np.full((1, n_img), hf.config.image_token_id), tokens], 1))
-    kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+    ids = torch.from_numpy(np.concatenate([np.full((args.batch, n_img), hf.config.image_token_id), tokens], 1))
+    kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(dtype),
               token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids), logits_to_keep=1)
 
     def run():
@@ -139,67 +144,75 @@ ROLES = {"matmul": role_matmul, "pgbench": role_pgbench, "write_hf": role_write_
          "transformers": role_transformers}
 
 
-def _spawn(role: str, args, **extra) -> dict:
-    return spawn("benchmarks.forward_cpu", role, preset=args.preset, text_tokens=args.text_tokens,
-                 repeats=args.repeats, seed=args.seed, **extra)
+def _flags(args, **extra) -> dict:
+    return dict(preset=args.preset, text_tokens=args.text_tokens, batch=args.batch, repeats=args.repeats,
+                seed=args.seed, **extra)
 
 
 def run(args) -> dict:
     from pgbench.config import get_preset
 
     cfg = get_preset(args.preset)
-    flops = prefill_flops(cfg, args.text_tokens, logits_positions=1)
+    flops = prefill_flops(cfg, args.text_tokens, batch=args.batch, logits_positions=1)
     res = {"benchmark": "prefill forward, last-position logits", "preset": args.preset,
-           "batch": 1, "image_tokens": cfg.num_image_tokens, "text_tokens": args.text_tokens,
-           "flops": flops, "machine": machine.describe(), "matmul": _spawn("matmul", args)}
-    res["pgbench_float32"] = _spawn("pgbench", args, dtype="float32")
-    res["pgbench_bfloat16"] = _spawn("pgbench", args, dtype="bfloat16")
-    if have_transformers():
-        with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
-            res["write_hf"] = _spawn("write_hf", args, hf_dir=tmp)
-            res["transformers_float32"] = _spawn("transformers", args, hf_dir=tmp)
-    else:
-        res["transformers_float32"] = {"error": "transformers not installed (make install-reference)"}
-    # the machine's float32 matmul rate: the better of what jax and torch reach on one GEMM
-    probes = [res["matmul"].get(k) for k in ("jax_float32_gflops", "torch_float32_gflops")]
-    rate = max((p for p in probes if p), default=None)
-    res["f32_matmul_rate_gflops"] = rate
-    for key in ("pgbench_float32", "pgbench_bfloat16", "transformers_float32"):
-        r = res[key]
-        if "times_s" in r:
-            r["median_s"] = float(np.median(r["times_s"]))
-            r["gflops"] = flops / r["median_s"] / 1e9
-            if rate:
-                r["fraction_of_f32_matmul_rate"] = r["gflops"] / rate
-    tf = res["transformers_float32"].get("median_s")
-    for key in ("pgbench_float32", "pgbench_bfloat16"):
-        if tf and "median_s" in res[key]:
-            res[key]["speedup_vs_transformers_f32"] = tf / res[key]["median_s"]
+           "batch": args.batch, "image_tokens": cfg.num_image_tokens, "text_tokens": args.text_tokens,
+           "flops": flops, "rounds": args.rounds, "repeats_per_round": args.repeats,
+           "machine": machine.describe(), "load_before": load_average(),
+           "matmul": spawn("benchmarks.forward_cpu", "matmul", **_flags(args)), "dtypes": {}}
+    tf_ok = have_transformers()
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-forward-") as tmp:
+        if tf_ok:
+            res["write_hf"] = spawn("benchmarks.forward_cpu", "write_hf", **_flags(args, hf_dir=tmp))
+        for dtype in args.dtypes:
+            sides = {"pgbench": _flags(args, role="pgbench", dtype=dtype)}
+            if tf_ok:
+                sides["transformers"] = _flags(args, role="transformers", dtype=dtype, hf_dir=tmp)
+            rounds = interleaved("benchmarks.forward_cpu", sides, args.rounds)
+            entry = {"raw_rounds": rounds}
+            for side, rs in rounds.items():
+                times = [t for r in rs for t in r.get("times_s", [])]
+                entry[side] = summarize(times) or {"error": next((r["error"] for r in rs if "error" in r), "no runs")}
+                if times:
+                    entry[side]["gflops"] = flops / entry[side]["median_s"] / 1e9
+            if not tf_ok:
+                entry["transformers"] = {"error": "transformers not installed (make install-reference)"}
+            if "median_s" in entry["pgbench"] and "median_s" in entry["transformers"]:
+                entry["speedup"] = entry["transformers"]["median_s"] / entry["pgbench"]["median_s"]
+            res["dtypes"][dtype] = entry
+    res["load_after"] = load_average()
     return res
 
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# Prefill forward on the CPU: {res['preset']}, batch 1, {res['image_tokens']} image + "
+    lines = [f"# Prefill forward on the CPU: {res['preset']}, batch {res['batch']}, {res['image_tokens']} image + "
              f"{res['text_tokens']} text tokens, last-position logits", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}, "
-             f"numpy {m['numpy']}; date {m['date']}. FLOPs counted analytically: "
-             f"{res['flops'] / 1e12:.3f} TFLOP per forward.", "",
+             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
+             + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
+             + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}. "
+             f"FLOPs counted analytically: {res['flops'] / 1e12:.3f} TFLOP per forward.", "",
              "Matmul rate probe (266x2048 @ 2048x16384): " + ", ".join(
                  f"{k.replace('_gflops', '')} {v:.0f} GFLOP/s" for k, v in res["matmul"].items()
                  if k.endswith("gflops")), "",
-             "| implementation | median s | GFLOP/s | of the f32 matmul rate (best probe) | speed-up vs transformers f32 |",
-             "|---|---|---|---|---|"]
-    for key in ("pgbench_float32", "pgbench_bfloat16", "transformers_float32"):
-        r = res[key]
-        if "median_s" not in r:
-            lines.append(f"| {key} | — | — | — | {r.get('error', '')} |")
-            continue
-        speedup = r.get("speedup_vs_transformers_f32")
-        lines.append(f"| {key} | {r['median_s']:.2f} | {r['gflops']:.0f} | "
-                     f"{r.get('fraction_of_f32_matmul_rate', float('nan')):.0%} | "
-                     + (f"{speedup:.2f}x |" if speedup else "— |"))
-    lines += ["", "Reproduce: `make bench` (or `python -m benchmarks.forward_cpu`)."]
+             f"Each side: {res['rounds']} interleaved rounds (one process each, pgbench then transformers) x "
+             f"{res['repeats_per_round']} timed forwards; seconds over all of them.", "",
+             "| dtype (both sides) | side | median s | min s | max s | spread | GFLOP/s | speed-up (transformers s / pgbench s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dtype, e in res["dtypes"].items():
+        for side in ("pgbench", "transformers"):
+            r = e[side]
+            if "median_s" not in r:
+                lines.append(f"| {dtype} | {side} | — | — | — | — | — | {r.get('error', '')} |")
+                continue
+            sp = f"{e['speedup']:.2f}x" if side == "pgbench" and "speedup" in e else ""
+            lines.append(f"| {dtype} | {side} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} | "
+                         f"{r['spread']:.0%} | {r['gflops']:.0f} | {sp} |")
+    per_process = sorted(((dtype, r["round"], side, r["load_before"][:1], r["load_after"][:1])
+                          for dtype, e in res["dtypes"].items() for side, rs in e["raw_rounds"].items() for r in rs),
+                         key=lambda x: (list(res["dtypes"]).index(x[0]), x[1], x[2] != "pgbench"))
+    lines += ["", "Load average (1 min) before -> after each process, in the order they ran: " + "; ".join(
+        f"{d} round {k} {s} {b}->{a}" for d, k, s, b, a in per_process), "",
+        "Reproduce: `python -m benchmarks.forward_cpu` (see its docstring)."]
     return "\n".join(lines) + "\n"
 
 
@@ -207,19 +220,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", choices=sorted(ROLES))
     ap.add_argument("--preset", default="pg1-3b-224")
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--text-tokens", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, one process per side each")
+    ap.add_argument("--repeats", type=int, default=2, help="timed forwards per process (after one warm-up)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="float32", help="(one role's dtype)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--hf-dir")
     ap.add_argument("--tmp-dir", default=os.environ.get("PGBENCH_BENCH_TMP"))
-    ap.add_argument("--out", default=None, help="results file stem (default benchmarks/results/forward_cpu_<preset>)")
+    ap.add_argument("--out", default=None,
+                    help="results file stem (default benchmarks/results/forward_cpu_<preset>[_b<batch>])")
     args = ap.parse_args(argv)
     if args.role:
         print(json.dumps(ROLES[args.role](args)))
         return 0
     res = run(args)
-    write_results(Path(args.out) if args.out else RESULTS / f"forward_cpu_{args.preset}", res, markdown(res))
+    stem = f"forward_cpu_{args.preset}" + (f"_b{args.batch}" if args.batch != 1 else "")
+    write_results(Path(args.out) if args.out else RESULTS / stem, res, markdown(res))
     return 0
 
 

@@ -281,7 +281,8 @@ def _markdown(res: dict) -> str:
 
 
 def run(results: dict, quick: bool = False, official_vqa_eval: str | None = None,
-        python2: str | None = None, write: bool = True, captions: bool | None = None) -> dict:
+        python2: str | None = None, write: bool = True, captions: bool | None = None,
+        out_dir: Path = RESULTS) -> dict:
     """Run both benchmarks, store them under results["metrics"], write the result files.
 
     quick: small sizes; captions are then skipped unless `captions=True`, because starting
@@ -297,10 +298,11 @@ def run(results: dict, quick: bool = False, official_vqa_eval: str | None = None
            {"n": sizes["captions"], "skipped": "quick mode (METEOR's JVM start alone is 10-40 s); pass --captions"}}
     results["metrics"] = out
     if write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         suffix = "_quick" if quick else ""
-        (RESULTS / f"metrics{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
-        (RESULTS / f"metrics{suffix}.md").write_text(_markdown(out))
+        (out_dir / f"metrics{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
+        (out_dir / f"metrics{suffix}.md").write_text(_markdown(out))
     return out
 
 
@@ -310,11 +312,12 @@ def main(argv=None) -> None:
     ap.add_argument("--official-vqa-eval", help="path to GT-Vision-Lab's vqaEval.py (kept outside the repo)")
     ap.add_argument("--python2", help="a Python 2 interpreter to run the official script unmodified")
     ap.add_argument("--captions", action="store_true", help="also time captions in --quick mode")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for metrics[_quick].{json,md}")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     out = run({}, quick=args.quick, official_vqa_eval=args.official_vqa_eval, python2=args.python2,
-              captions=True if args.captions else None)
+              captions=True if args.captions else None, out_dir=args.out)
     print(_markdown(out))
 
 

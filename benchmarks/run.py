@@ -1,7 +1,10 @@
-"""`make bench`: every CPU benchmark, each writing its figures to benchmarks/results/.
+"""`make bench`: every benchmark, each writing its figures to benchmarks/results/.
 
-    python -m benchmarks.run            # full size (minutes; needs ~16 GB free memory)
-    python -m benchmarks.run --quick    # tiny sizes, seconds: proves the benchmarks still run
+    python -m benchmarks.run            # full size (hours; a quiet machine, ~16 GB free memory)
+    python -m benchmarks.run --quick    # tiny sizes, a few minutes: proves every benchmark still runs
+
+The quick run writes its figure files into a fresh temporary folder (printed, then removed),
+never over the real results.
 """
 
 from __future__ import annotations
@@ -10,20 +13,31 @@ import argparse
 import importlib
 import subprocess
 import sys
+import tempfile
 
+# Every benchmark module, full size. kernels runs its tiny interpret-mode shapes on a CPU.
 FULL = [
     ["benchmarks.forward_cpu"],
     ["benchmarks.decode_cpu"],
     ["benchmarks.layer_forms"],
     ["benchmarks.dense_orientation"],
+    ["benchmarks.kernels"],
     ["benchmarks.metrics_bench"],
 ]
-QUICK = [
-    ["benchmarks.forward_cpu", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-forward"],
-    ["benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--out", "/tmp/pgbench-quick-layer-forms"],
-    ["benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", "/tmp/pgbench-quick-dense-orientation"],
-    ["benchmarks.metrics_bench", "--quick"],
-]
+
+
+def quick(out: str) -> list[list[str]]:
+    """The same benchmarks at tiny sizes, their files under `out`."""
+    return [
+        ["benchmarks.forward_cpu", "--preset", "pg1-tiny", "--rounds", "1", "--repeats", "1", "--out", f"{out}/forward"],
+        ["benchmarks.decode_cpu", "--presets", "pg1-tiny", "--batches", "1", "2", "--rounds", "1",
+         "--new-tokens", "4", "--out", f"{out}/decode"],
+        ["benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--new-tokens", "4",
+         "--out", f"{out}/layer_forms"],
+        ["benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", f"{out}/dense_orientation"],
+        ["benchmarks.kernels", "--quick", "--out", out],
+        ["benchmarks.metrics_bench", "--quick", "--out", out],
+    ]
 
 
 def main(argv=None) -> int:
@@ -31,15 +45,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     failed = []
-    for cmd in QUICK if args.quick else FULL:
-        try:
-            importlib.import_module(cmd[0])
-        except ImportError as e:
-            print(f"[bench] skipping {cmd[0]}: {e}", file=sys.stderr)
-            continue
-        print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
-        if subprocess.run([sys.executable, "-m", *cmd]).returncode:
-            failed.append(cmd[0])
+    with tempfile.TemporaryDirectory(prefix="pgbench-bench-quick-") as tmp:
+        for cmd in quick(tmp) if args.quick else FULL:
+            try:
+                importlib.import_module(cmd[0])
+            except ImportError as e:
+                print(f"[bench] skipping {cmd[0]}: {e}", file=sys.stderr)
+                continue
+            print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
+            if subprocess.run([sys.executable, "-m", *cmd]).returncode:
+                failed.append(cmd[0])
     if failed:
         print(f"[bench] failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -25,11 +25,51 @@ def test_kernel_bench_runs_in_interpret_mode(tmp_path):
 
 
 def test_forward_bench_runs_on_a_tiny_preset(tmp_path):
-    _run("benchmarks.forward_cpu", "--preset", "pg1-tiny", "--repeats", "1", "--out", str(tmp_path / "fwd"))
+    _run("benchmarks.forward_cpu", "--preset", "pg1-tiny", "--rounds", "1", "--repeats", "1",
+         "--out", str(tmp_path / "fwd"))
     res = json.loads((tmp_path / "fwd.json").read_text())
-    assert res["flops"] > 0 and res["machine"]["cores"] >= 1
-    assert res["pgbench_float32"]["median_s"] > 0 and res["pgbench_bfloat16"]["median_s"] > 0
-    assert "| pgbench_float32 |" in (tmp_path / "fwd.md").read_text()
+    assert res["flops"] > 0 and res["machine"]["cores"] >= 1 and len(res["load_before"]) == 3
+    for dtype in ("float32", "bfloat16"):  # each dtype against its own kind only
+        assert res["dtypes"][dtype]["pgbench"]["median_s"] > 0
+        assert "speedup" in res["dtypes"][dtype] or "error" in res["dtypes"][dtype]["transformers"]
+    assert "| bfloat16 | pgbench |" in (tmp_path / "fwd.md").read_text()
+
+
+def test_decode_bench_runs_on_a_tiny_preset(tmp_path):
+    """Times the loop on both sides at one dtype; the split loop must generate decode()'s tokens."""
+    _run("benchmarks.decode_cpu", "--presets", "pg1-tiny", "--dtypes", "bfloat16", "--batches", "1",
+         "--rounds", "1", "--new-tokens", "3", "--out", str(tmp_path / "decode"))
+    res = json.loads((tmp_path / "decode.json").read_text())
+    row = res["results"]["pg1-tiny bfloat16"]["batches"]["1"]
+    assert row["pgbench"]["same_tokens_as_decode"] and row["pgbench"]["loop_s"]["median_s"] > 0
+    assert res["results"]["pg1-tiny bfloat16"]["read_bound_s_per_step"] > 0
+    assert res["above_read_bound"] == []
+    if "loop_s" in row["transformers"]:
+        assert row["transformers"]["tokens_head"] == row["pgbench"]["tokens_head"]
+
+
+def test_read_bound_counts_each_byte_once():
+    from benchmarks.read_bound import measure
+
+    res = measure(1 << 22, repeats=1)
+    assert res["bytes"] == 1 << 22 and res["bytes_per_s"] == max(res["by_reader_bytes_per_s"].values())
+
+
+def test_metrics_bench_quick_writes_where_told(tmp_path):
+    _run("benchmarks.metrics_bench", "--quick", "--out", str(tmp_path))
+    assert json.loads((tmp_path / "metrics_quick.json").read_text())["vqa"]["n"] > 0
+
+
+def test_bench_and_bench_quick_cover_every_benchmark():
+    from benchmarks import run
+
+    helpers = {"__init__", "common", "flops", "machine", "random_weights", "read_bound", "run"}
+    modules = {f"benchmarks.{p.stem}" for p in (REPO_ROOT / "benchmarks").glob("*.py")} - {
+        f"benchmarks.{h}" for h in helpers}
+    assert {c[0] for c in run.FULL} == modules
+    quick = run.quick("OUT")
+    assert {c[0] for c in quick} == modules
+    assert all("/tmp" not in " ".join(c) for c in quick)
 
 
 def test_layer_forms_bench_runs_on_a_tiny_preset(tmp_path):
