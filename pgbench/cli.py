@@ -88,13 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention implementation pgbench runs with")
     p.set_defaults(func=cmd_parity)
 
-    try:
-        from pgbench import predict
-    except ImportError:
-        predict = None
-    if predict is not None:
-        predict.add_arguments(sub.add_parser("predict", help="decode answers for images and a prompt"))
-        sub.choices["predict"].set_defaults(func=cmd_predict)
+    # Imported unguarded: a broken predict module must fail loudly, not drop the subcommand.
+    from pgbench import predict
+
+    predict.add_arguments(sub.add_parser("predict", help="decode answers for images and a prompt"))
+    sub.choices["predict"].set_defaults(func=cmd_predict)
     return ap
 
 

@@ -73,21 +73,10 @@ def test_minus_one_after_the_first_eos(case):
         assert np.all(got[row, end:] == -1)
 
 
-def test_bfloat16_cache_matches_big_vision_default(case):
-    if case["name"] != "pg1_tiny":
-        pytest.skip("second case runs under -m slow (test_bfloat16_cache_pg2)")
-    _check_bf16(case)
-
-
-@pytest.mark.slow
-def test_bfloat16_cache_pg2():
-    model, _, _, inp, out, _ = load_case("pg2_tiny")
-    _check_bf16(dict(model=model, inp=inp, out=out))
-
-
-def _check_bf16(case):
-    out = case["out"]
-    got = decode.decode(case["model"], *_batch(case["inp"]),
+@pytest.mark.parametrize("name", ["pg1_tiny", pytest.param("pg2_tiny", marks=pytest.mark.slow)])
+def test_bfloat16_cache_matches_big_vision_default(name):
+    model, _, _, inp, out, _ = load_case(name)
+    got = decode.decode(model, *_batch(inp),
                         max_new_tokens=out["greedy_tokens_bf16cache"].shape[1],
                         cache_dtype=jnp.bfloat16)
     np.testing.assert_array_equal(np.asarray(got.tokens), out["greedy_tokens_bf16cache"])

@@ -4,14 +4,14 @@ Weights are stored as plain ``[out, in]`` matrices (q, k, v, output, gate, up, d
 so every projection is one 2-D matmul (``ops.dense``) with no copy or slice of a weight
 at run time. The layers are stacked (one ``DecoderBlocks`` with a leading [L] axis, run with
 ``lax.scan``) or per layer (a tuple of them, an unrolled loop), same math; see
-``layer_forms.py``. Gemma 2's alternating local/global layers are a scanned boolean in
-the stacked form and a per-layer constant in the other. big_vision's names map onto
+``layer_forms.py`` (``run_layers`` runs either). Gemma 2's alternating local/global
+layers' windows are an array indexed by the scanned layer number in the stacked form
+and a per-layer constant in the other. big_vision's names map onto
 these fields in ``params.py``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -21,7 +21,7 @@ import numpy as np
 
 from pgbench.config import GemmaConfig
 from pgbench.model.attention import attention
-from pgbench.model.layer_forms import is_stacked
+from pgbench.model.layer_forms import run_layers
 from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
 
@@ -132,9 +132,17 @@ def run_blocks(model: Gemma, x, segment_info: SegmentInfo, *, cache: KVCache | N
     b, n, _ = x.shape
     H, K, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def block(x, layer: DecoderBlocks, window, k_cache, v_cache, li=None, key=None):
-        # k_cache, v_cache: this layer's [B, S, KVH, hd], or (li an int) every layer's
-        # stacked cache, written in place and read at layer li.
+    windows = _layer_windows(cfg)
+
+    def block(carry, layer: DecoderBlocks, i):
+        # k_cache, v_cache: every layer's cache [L, B, S, KVH, hd] (or None), written in
+        # place at layer i and read there: never sliced out and stacked again.
+        x, k_cache, v_cache = carry
+        if isinstance(i, int):  # per layer: the window is a static constant
+            window = layer_window(cfg, i)
+        else:
+            window = None if windows is None else windows[i]
+        key = None if layer_keys is None else layer_keys[i]
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
         q = dense(h, layer.q).reshape(b, n, H, hd)
         k = dense(h, layer.k).reshape(b, n, K, hd)
@@ -142,15 +150,14 @@ def run_blocks(model: Gemma, x, segment_info: SegmentInfo, *, cache: KVCache | N
         q = rope(q, segment_info.positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, q.dtype)
         k = rope(k, segment_info.positions, cfg.rope_base)
         if k_cache is not None:
-            k_cache, v_cache = _write_kv(k_cache, k, write_index, li), _write_kv(v_cache, v, write_index, li)
+            k_cache, v_cache = _write_kv(k_cache, k, write_index, i), _write_kv(v_cache, v, write_index, i)
         if not attend_cache:
             if k_cache is not None:  # round through the cache dtype
                 k, v = k.astype(k_cache.dtype).astype(x.dtype), v.astype(v_cache.dtype).astype(x.dtype)
             o = attention(q, k, v, segment_info, softcap=cfg.attn_logits_softcap, window=window,
                           impl=impl)
         else:
-            k_layer, v_layer = (k_cache, v_cache) if li is None else (k_cache[li], v_cache[li])
-            o = attention(q, k_layer.astype(x.dtype), v_layer.astype(x.dtype), segment_info,
+            o = attention(q, k_cache[i].astype(x.dtype), v_cache[i].astype(x.dtype), segment_info,
                           kv_segment_info=cache.segment_info, softcap=cfg.attn_logits_softcap,
                           window=window, impl=impl)
         o = dense(o.astype(x.dtype).reshape(b, n, H * hd), layer.attn_out)
@@ -168,29 +175,10 @@ def run_blocks(model: Gemma, x, segment_info: SegmentInfo, *, cache: KVCache | N
             f = rms_norm(f, layer.post_ffw_norm, cfg.norm_eps)
         return x + f, k_cache, v_cache
 
-    if not is_stacked(model.blocks):
-        k_all, v_all = (None, None) if cache is None else (cache.k, cache.v)
-        for i, layer in enumerate(model.blocks):
-            run = functools.partial(block, window=layer_window(cfg, i), li=i)
-            if policy is not None:
-                run = jax.checkpoint(run, policy=policy)
-            x, k_all, v_all = run(x, layer, k_cache=k_all, v_cache=v_all,
-                                  key=None if layer_keys is None else layer_keys[i])
-        return x, None if cache is None else cache._replace(k=k_all, v=v_all)
-
-    def step(x, scanned):
-        layer, window, k_cache, v_cache, key = scanned
-        x, k_cache, v_cache = block(x, layer, window, k_cache, v_cache, key=key)
-        return x, (k_cache, v_cache)
-
-    if policy is not None:
-        step = jax.checkpoint(step, policy=policy)
-    xs = (model.blocks, _layer_windows(cfg),
-          None if cache is None else cache.k, None if cache is None else cache.v, layer_keys)
-    x, (k_new, v_new) = jax.lax.scan(step, x, xs)
-    if cache is not None:
-        cache = cache._replace(k=k_new, v=v_new)
-    return x, cache
+    x, k_new, v_new = run_layers(block, (x, None if cache is None else cache.k,
+                                         None if cache is None else cache.v),
+                                 model.blocks, remat_policy=policy)
+    return x, None if cache is None else cache._replace(k=k_new, v=v_new)
 
 
 def drop(x, rate: float, key):
@@ -211,19 +199,17 @@ def _remat_policy(name: str | None):
     return policy
 
 
-def _write_kv(cache, new, index, layer=None):
-    """Write new [B, N, KVH, hd] at slots [index, index + N) of one layer's cache
-    [B, S, KVH, hd], or of layer ``layer`` of the stacked cache [L, B, S, KVH, hd].
+def _write_kv(cache, new, index, layer):
+    """Write new [B, N, KVH, hd] at slots [index, index + N) of layer ``layer`` (an int or
+    a traced scalar) of the stacked cache [L, B, S, KVH, hd].
 
     Writing into the stacked cache directly, rather than slicing a layer out and
     stacking the layers again, lets XLA update it in place instead of copying the whole
     cache on every decode step."""
-    new = new.astype(cache.dtype)
-    if layer is None:
-        return jax.lax.dynamic_update_slice_in_dim(cache, new, index, 1)
     zero = jnp.zeros((), jnp.int32)
     return jax.lax.dynamic_update_slice(
-        cache, new[None], (jnp.asarray(layer, jnp.int32), zero, jnp.asarray(index, jnp.int32), zero, zero))
+        cache, new.astype(cache.dtype)[None],
+        (jnp.asarray(layer, jnp.int32), zero, jnp.asarray(index, jnp.int32), zero, zero))
 
 
 def prefill(model: Gemma, x, segment_info: SegmentInfo, *, cache_size: int,

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from pgbench.config import SigLIPConfig
 from pgbench.errors import InputError
 from pgbench.model.attention import attention
-from pgbench.model.layer_forms import is_stacked
+from pgbench.model.layer_forms import run_layers
 from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, layer_norm
 
@@ -85,10 +85,6 @@ def encode(model: SigLIP, images, *, impl: str = "xla"):
     x = dense(x, model.patch_kernel.reshape(p * p * c, -1).T) + model.patch_bias
     x = x + model.pos_embedding
 
-    if not is_stacked(model.blocks):
-        for layer in model.blocks:
-            x = _block(x, layer, cfg, impl)
-    else:
-        x, _ = jax.lax.scan(lambda x, layer: (_block(x, layer, cfg, impl), None), x, model.blocks)
+    x = run_layers(lambda x, layer, i: _block(x, layer, cfg, impl), x, model.blocks)
     x = layer_norm(x, model.norm_scale, model.norm_bias, cfg.layernorm_eps)
     return dense(x, model.head_kernel) + model.head_bias
