@@ -313,11 +313,12 @@ def _load_model(req: EvalRequest):
     import jax.numpy as jnp
 
     from pgbench.checkpoints import load_checkpoint
+    from pgbench.model.layer_forms import default_stacked
     from pgbench.tokenizer import Tokenizer
 
     tok = Tokenizer(req.tokenizer, require_locseg=False)
     model, cfg = load_checkpoint(req.checkpoint, family=req.family, dtype=jnp.dtype(req.dtype),
-                                 stacked=False)
+                                 stacked=default_stacked())
     return model, cfg, tok
 
 

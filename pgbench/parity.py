@@ -368,11 +368,13 @@ def _paligemma_outputs(case: Case, inp: Mapping[str, np.ndarray], ref: Mapping[s
     from pgbench.checkpoints import load_checkpoint
     from pgbench.model import paligemma
 
+    from pgbench.model.layer_forms import default_stacked
+
     ck = case.checkpoint
-    # the per-layer form: what predict and evaluation run (the stacked/scanned form is
+    # the backend's layer form: what predict and evaluation run (the other form is
     # checked against the same cases in tests/model)
     model, cfg = load_checkpoint(case.checkpoint_path, family=ck.get("llm_family"),
-                                 options=ck.get("options") or {}, stacked=False)
+                                 options=ck.get("options") or {}, stacked=default_stacked())
     _check_against_model(case, inp, cfg)
     wanted = set(case.compare)
     semantics = semantics_lines(cfg, attn_impl)

@@ -53,10 +53,11 @@ def check_against_transformers(checkpoint: str | Path, *, family: str | None = N
     from pgbench.checkpoints import load_checkpoint
     from pgbench.checkpoints.hf import write_hf_dir
     from pgbench.model import paligemma
+    from pgbench.model.layer_forms import default_stacked
     from pgbench.model.params import to_bigvision_params
 
     checkpoint = Path(checkpoint)
-    model, cfg = load_checkpoint(checkpoint, family=family, stacked=False)
+    model, cfg = load_checkpoint(checkpoint, family=family, stacked=default_stacked())
     if cfg.llm.family == "gemma2":
         cfg = cfg.replace_llm(apply_sliding_window=True, final_logits_softcap=30.0)
         model = paligemma.with_config(model, cfg)

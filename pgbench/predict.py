@@ -277,6 +277,7 @@ def main(args: argparse.Namespace) -> int:
     _check_args(args)
     from pgbench import decode, images
     from pgbench.checkpoints import load_checkpoint
+    from pgbench.model.layer_forms import default_stacked
     from pgbench.tokenizer import Tokenizer
 
     ckpt = Path(args.checkpoint)
@@ -300,7 +301,7 @@ def main(args: argparse.Namespace) -> int:
     # Check the prompt before the (slow) checkpoint load.
     encode_prompt(tok, args.prompt, max_prompt_len=args.max_prompt_len)
 
-    model, cfg = load_checkpoint(ckpt, family=args.family, stacked=False)
+    model, cfg = load_checkpoint(ckpt, family=args.family, stacked=default_stacked())
     if tok.vocab_size > cfg.llm.vocab_size:
         log.warning("tokenizer %s has %d pieces, the model's vocabulary %d", tok.path,
                     tok.vocab_size, cfg.llm.vocab_size)

@@ -22,12 +22,12 @@ import jax.numpy as jnp
 Carry = TypeVar("Carry")
 
 
-def default_stacked(backend: str) -> bool:
-    """The layer form to load a model in for inference on ``backend`` (a
-    ``jax.default_backend()`` / device platform name): per layer on CPU, where the
+def default_stacked(backend: str | None = None) -> bool:
+    """The layer form to load a model in for inference on ``backend`` (a device platform
+    name; None: ``jax.default_backend()``, where arrays land): per layer on CPU, where the
     unrolled loop measured ~2x faster for generation (benchmarks/layer_forms.py), stacked
     elsewhere (one compiled layer; accelerators read stacked weights without a copy)."""
-    return backend != "cpu"
+    return (backend or jax.default_backend()) != "cpu"
 
 
 def is_stacked(blocks: eqx.Module | tuple) -> bool:
