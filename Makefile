@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-reference test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
+.PHONY: install install-reference eval test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
 
 ## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
 install:
@@ -16,6 +16,23 @@ install:
 ## make install-reference: the optional extra (torch==2.13.0 + transformers) for reference outputs and side-by-side benchmarks.
 install-reference: install
 	$(PY) -m pip install -q -e '.[dev,reference]'
+
+## make eval TASK=vqav2 CKPT=ckpt.npz DATA=DIR [SPLIT=S] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: decode and score a task (docs/eval.md).
+TASK    ?=
+CKPT    ?=
+DATA    ?=
+SPLIT   ?=
+RUN_DIR ?=
+ARGS    ?=
+eval:
+ifeq ($(strip $(TASK)),)
+	@echo "usage: make eval TASK=<task> CKPT=<checkpoint .npz or HF dir> DATA=<benchmark folder> [SPLIT=<split>] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --limit N ...\"]"
+	@echo "       (docs/eval.md; a .npz checkpoint needs ARGS=\"--tokenizer paligemma_tokenizer.model\")"
+	@echo
+	@$(VENV)/bin/pgbench tasks
+else
+	$(VENV)/bin/pgbench eval --task $(TASK) --checkpoint $(CKPT) --data $(DATA) $(if $(SPLIT),--split $(SPLIT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(ARGS)
+endif
 
 ## make test: the fast suite (what CI runs).
 test:
