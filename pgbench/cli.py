@@ -1,4 +1,4 @@
-"""Command line: ``pgbench eval | score | tasks | parity | predict``.
+"""Command line: ``pgbench eval | score | tasks | parity | predict | synth``.
 
 Every subcommand prints one readable line for a bad input (no traceback) and exits 2;
 ``parity`` exits 0 only when every compared output passes.
@@ -58,6 +58,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict.main(args)
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pgbench.synth import generate
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else generate.FAMILIES
+    manifest = generate.generate(args.out, seed=args.seed, sizes=generate.parse_sizes(args.sizes or ""),
+                                 family_names=families, image_size=args.image_size)
+    for name, fam in manifest["families"].items():
+        chance = fam["chance"]["score"]
+        shown = "n/a" if chance is None else f"{chance:.3f}"
+        counts = ", ".join(f"{s} {n}" for s, n in fam["examples"].items())
+        print(f"{name:12s} task {fam['task']:12s} {counts}; chance {fam['chance']['metric']} {shown}")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pgbench import eval_cli
 
@@ -87,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["xla", "pallas", "cudnn"], default="xla",
                    help="attention implementation pgbench runs with")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("synth", help="write the synthetic benchmark in the official formats")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one sub-folder per family)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    p.add_argument("--sizes", metavar="train=N,val=N,test=N",
+                   help="images per split (default train=1000,val=100,test=100)")
+    p.add_argument("--families", metavar="A,B",
+                   help="comma-separated subset of vqav2,cococap,refcoco_seg,textvqa,docvqa,rsvqa_lr,detection")
+    p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    p.set_defaults(func=cmd_synth)
 
     # Imported unguarded: a broken predict module must fail loudly, not drop the subcommand.
     from pgbench import predict
