@@ -70,6 +70,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{s} {n}" for s, n in fam["examples"].items())
         print(f"{name:12s} task {fam['task']:12s} {counts}; chance {fam['chance']['metric']} {shown}")
     print(f"wrote {args.out}/manifest.json")
+    if args.tokenizer:
+        from pgbench.synth import tokenizer
+
+        tokenizer.build(args.tokenizer, seed=args.seed, images=manifest["sizes"]["train"],
+                        vocab_size=args.vocab_size)
+        print(f"wrote {args.tokenizer}/tokenizer.model and tokenizer.json")
     return 0
 
 
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", metavar="A,B",
                    help="comma-separated subset of vqav2,cococap,refcoco_seg,textvqa,docvqa,rsvqa_lr,detection")
     p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="also train the default model's SentencePiece tokenizer on the training text")
+    p.add_argument("--vocab-size", type=int, default=1664, help="tokenizer pieces (with --tokenizer)")
     p.set_defaults(func=cmd_synth)
 
     # Imported unguarded: a broken predict module must fail loudly, not drop the subcommand.
