@@ -105,7 +105,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     out = tmp_path / "d"
     assert cli.main(["synth", "--out", str(out), "--seed", "0", "--sizes", "train=8,val=2,test=2",
                      "--families", "vqav2,rsvqa_lr", "--image-size", "48",
-                     "--tokenizer", str(tmp_path / "tok"), "--vocab-size", "1470"]) == 0
+                     "--tokenizer", str(tmp_path / "tok"), "--vocab-size", "1490"]) == 0
     printed = capsys.readouterr().out
     assert "vqav2" in printed and "rsvqa_lr" in printed and "chance" in printed
     assert (tmp_path / "tok" / "tokenizer.model").is_file() and (tmp_path / "tok" / "tokenizer.json").is_file()
