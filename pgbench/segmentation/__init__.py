@@ -14,13 +14,15 @@ from pgbench.segmentation.paste import (TokenMasks, attach_masks, masks_from_tok
                                         paste_mask, resize_mask_pil)
 from pgbench.segmentation.vqvae import (CODE_DIM, CODEBOOK_SIZE, DECODER_SHAPES, ENCODER_SHAPES,
                                         MASK_SIZE, VQVAE, check_codes, codes_to_quantized,
-                                        decode_codes, encode_masks, encoder_features,
-                                        load_vqvae, nearest_codes, vqvae_from_flat)
+                                        decode_codes, decoder_net, encode_masks, encoder_features,
+                                        encoder_net, load_vqvae, nearest_codes, save_vqvae,
+                                        vqvae_from_flat, vqvae_to_flat)
 
 __all__ = [
     "CODE_DIM", "CODEBOOK_SIZE", "DECODER_SHAPES", "ENCODER_SHAPES", "MASK_SIZE", "VQVAE",
     "TokenMasks", "attach_masks", "check_codes", "coco_box_to_normalized", "codes_to_quantized",
-    "decode_codes", "encode_masks", "encoder_features", "load_vqvae", "mask_crop_64",
-    "mask_to_string", "mask_to_tokens", "masks_from_token_ids", "masks_to_bins_codes",
-    "masks_to_tokens", "nearest_codes", "paste_mask", "resize_mask_pil", "vqvae_from_flat",
+    "decode_codes", "decoder_net", "encode_masks", "encoder_features", "encoder_net", "load_vqvae",
+    "mask_crop_64", "mask_to_string", "mask_to_tokens", "masks_from_token_ids", "masks_to_bins_codes",
+    "masks_to_tokens", "nearest_codes", "paste_mask", "resize_mask_pil", "save_vqvae",
+    "vqvae_from_flat", "vqvae_to_flat",
 ]
