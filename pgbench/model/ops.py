@@ -7,8 +7,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from pgbench.model.cpu_paths import cpu_or_default
 
-# Up to this many rows, a float32 projection on the CPU is computed weight-major (see dense).
+
+# Up to this many rows, a float32 projection on a CPU device is computed weight-major (see dense).
 WEIGHT_MAJOR_MAX_ROWS = 64
 
 
@@ -17,33 +19,38 @@ def dense(x, w, out_dtype=None):
     dtype (or ``out_dtype``), accumulated in float32.
 
     Asking for a float32 result is what lets XLA's CPU backend use the native bf16
-    matrix instructions (a bf16-out dot runs several times slower). On XLA's CPU GEMMs
-    the ``[out, in]`` layout is the faster one for both shapes the model runs
-    (benchmarks/results/dense_orientation.md): prefill rows as x @ w.T (as fast as or
-    up to ~15% faster than x @ w with w stored ``[in, out]``), and up to
-    ``WEIGHT_MAJOR_MAX_ROWS`` float32 rows (decoding) as the weight-major w @ x.T, which
-    streams the weights ~2x faster at 8 rows; an optimisation barrier keeps XLA from
-    folding the transpose after it back into the dot. In bf16 the weight-major product
-    is the slow one, and a one-row product runs ~8x slower than a two-row one, so a
-    single row is computed twice.
+    matrix instructions (a bf16-out dot runs several times slower). Every device
+    computes ``x @ w.T``; on a single CPU device (``cpu_paths``) ``_cpu_product`` picks
+    a faster order for small row counts.
     """
     rows = math.prod(x.shape[:-1])
     # Always a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
     # second array ahead of a loop that uses them (tests/model/test_ops.py).
     x2 = x.reshape(rows, x.shape[-1])
-    on_cpu = jax.default_backend() == "cpu"
-    if on_cpu and rows <= WEIGHT_MAJOR_MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32:
-        y = jax.lax.optimization_barrier(jnp.dot(w, x2.T, preferred_element_type=jnp.float32)).T
-    elif on_cpu and rows == 1 and x.dtype != jnp.float32:
-        # Two copies of the row: with a zero row appended XLA still picks the slow kernel.
-        y = _times_transposed(jnp.concatenate([x2, x2]), w)[:1]
-    else:
-        y = _times_transposed(x2, w)
+    y = cpu_or_default(_cpu_product, _times_transposed, x2, w)
     return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
 
 
+def _cpu_product(x, w):
+    """f32[M, N] = x[M, K] @ w[N, K].T in the order XLA's CPU GEMMs run fastest
+    (benchmarks/results/dense_orientation.md): prefill rows as x @ w.T (as fast as or up
+    to ~15% faster than x @ w with w stored ``[in, out]``); up to
+    ``WEIGHT_MAJOR_MAX_ROWS`` float32 rows (decoding) as the weight-major w @ x.T, which
+    streams the weights ~2x faster at 8 rows, with an optimisation barrier so that XLA
+    does not fold the transpose after it back into the dot. In bf16 the weight-major
+    product is the slow one, and a one-row product runs ~8x slower than a two-row one,
+    so a single row is computed twice."""
+    rows = x.shape[0]
+    if rows <= WEIGHT_MAJOR_MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32:
+        return jax.lax.optimization_barrier(jnp.dot(w, x.T, preferred_element_type=jnp.float32)).T
+    if rows == 1 and x.dtype != jnp.float32:
+        # Two copies of the row: with a zero row appended XLA still picks the slow kernel.
+        return _times_transposed(jnp.concatenate([x, x]), w)[:1]
+    return _times_transposed(x, w)
+
+
 def _times_transposed(x, w):
-    """f32[M, N] = x[M, K] @ w[N, K].T, accumulated in float32."""
+    """f32[M, N] = x[M, K] @ w[N, K].T, accumulated in float32 (every device's order)."""
     return jax.lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
