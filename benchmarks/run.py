@@ -23,6 +23,7 @@ FULL = [
     ["benchmarks.dense_orientation"],
     ["benchmarks.kernels"],
     ["benchmarks.metrics_bench"],
+    ["benchmarks.eval_cpu"],
 ]
 
 
@@ -37,6 +38,7 @@ def quick(out: str) -> list[list[str]]:
         ["benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", f"{out}/dense_orientation"],
         ["benchmarks.kernels", "--quick", "--out", out],
         ["benchmarks.metrics_bench", "--quick", "--out", out],
+        ["benchmarks.eval_cpu", "--quick", "--out", f"{out}/eval"],
     ]
 
 

@@ -121,7 +121,11 @@ def _distributed(args) -> tuple[int, int, object]:
     kw = {k: v for k, v in (("coordinator_address", args.coordinator),
                             ("num_processes", args.num_processes),
                             ("process_id", args.process_id)) if v is not None}
-    jax.distributed.initialize(**kw)
+    try:
+        jax.distributed.initialize(**kw)
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"--distributed: jax.distributed.initialize failed ({e}); outside a "
+                         "detected cluster pass --coordinator, --num-processes and --process-id") from None
     return jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices
 
 

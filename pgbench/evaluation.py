@@ -331,13 +331,14 @@ def _rows_by_id(paths: Sequence[Path]) -> dict[str, dict]:
 
 
 def evaluate(req: EvalRequest, *, process_index: int = 0, process_count: int = 1,
-             barrier=None, mesh=None, log=print) -> dict | None:
+             barrier=None, mesh=None, loaded=None, log=print) -> dict | None:
     """Run (or resume) ``pgbench eval`` in ``req.run_dir``; returns the results dict (process 0)
     or None (other processes of a multi-process run).
 
     With ``process_count`` > 1 each process decodes examples ``process_index::process_count``
     into ``predictions.<process_index>.jsonl``; after ``barrier()`` process 0 merges them into
-    ``predictions.jsonl`` and scores.
+    ``predictions.jsonl`` and scores. ``loaded``: an already loaded ``(model, cfg,
+    tokenizer)`` to use instead of reading ``req.checkpoint`` (benchmarks, notebooks).
     """
     start = time.perf_counter()
     task = req.task
@@ -371,7 +372,7 @@ def evaluate(req: EvalRequest, *, process_index: int = 0, process_count: int = 1
     todo = [i for i in shard if examples[i].id not in done]
     decoded = 0
     if todo:
-        model, cfg, tok = _load_model(req)
+        model, cfg, tok = loaded if loaded is not None else _load_model(req)
         bar = None
         if req.progress:
             from tqdm import tqdm
