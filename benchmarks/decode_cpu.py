@@ -75,14 +75,14 @@ def role_pgbench(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.random_weights import LazyRandomFlat
+    from pgbench.checkpoints.random_params import RandomParams
     from pgbench import decode
     from pgbench.config import get_preset
-    from pgbench.model.params import from_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 
     cfg = get_preset(args.preset)
-    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
-                                  consume=True, stacked=False)
+    model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
+                                  stacked=False)
     steps = args.new_tokens
 
     def prefill(model, images, tokens):
@@ -128,13 +128,13 @@ def role_pgbench(args) -> dict:
 
 
 def role_write_hf(args) -> dict:
-    from benchmarks.random_weights import LazyRandomFlat
-    from pgbench.checkpoints.hf import write_hf_dir
+    from pgbench.checkpoints.random_params import RandomParams
+    from pgbench.checkpoints import write_hf_dir
     from pgbench.config import get_preset
 
     cfg = get_preset(args.preset)
     t0 = time.perf_counter()
-    write_hf_dir(LazyRandomFlat(cfg, args.seed), cfg, args.hf_dir)
+    write_hf_dir(RandomParams(cfg, args.seed), cfg, args.hf_dir)
     return {"write_s": time.perf_counter() - t0}
 
 

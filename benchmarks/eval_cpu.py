@@ -2,7 +2,7 @@
 
 Both sides evaluate the same VQAv2-format split (`--examples` questions, written in the official
 layout by `pgbench.synth.formats`, JPEG images of COCO-like sizes) with the same seeded random
-weights (`benchmarks.random_weights`; transformers reads an HF directory pgbench wrote), the
+weights (`pgbench.checkpoints.random_params`; transformers reads an HF directory pgbench wrote), the
 same greedy decoding length and the same metric (the `vqav2` task's `score`).
 
 - pgbench: `pgbench.evaluation.evaluate` into a fresh run directory (the model already in
@@ -75,18 +75,18 @@ class _ModelClock:
 def role_pgbench(args) -> dict:
     import jax.numpy as jnp
 
-    from benchmarks.random_weights import LazyRandomFlat
+    from pgbench.checkpoints.random_params import RandomParams
     from pgbench import decode, evaluation
     from pgbench.config import get_preset
     from pgbench.model.layer_forms import default_stacked
-    from pgbench.model.params import from_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import from_bigvision_params
     from pgbench.task import load_task
     from pgbench.tokenizer import Tokenizer
 
     logging.getLogger("pgbench.tokenizer").setLevel(logging.ERROR)  # random ids -> <unk>
     cfg = get_preset(args.preset)
-    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
-                                  consume=True, stacked=default_stacked())
+    model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
+                                  stacked=default_stacked())
     tok = Tokenizer(args.tokenizer, require_locseg=False)
     task = load_task("vqav2")
     settings = evaluation.DecodeSettings(max_new_tokens=args.max_new_tokens,
@@ -110,13 +110,13 @@ def role_pgbench(args) -> dict:
 
 
 def role_write_hf(args) -> dict:
-    from benchmarks.random_weights import LazyRandomFlat
-    from pgbench.checkpoints.hf import write_hf_dir
+    from pgbench.checkpoints.random_params import RandomParams
+    from pgbench.checkpoints import write_hf_dir
     from pgbench.config import get_preset
 
     cfg = get_preset(args.preset)
     t0 = time.perf_counter()
-    write_hf_dir(LazyRandomFlat(cfg, args.seed), cfg, args.hf_dir)
+    write_hf_dir(RandomParams(cfg, args.seed), cfg, args.hf_dir)
     return {"write_s": time.perf_counter() - t0}
 
 

@@ -2,7 +2,7 @@
 
 pgbench against transformers at the SAME dtype (float32 with float32, bfloat16 with
 bfloat16), on the very same weights: drawn per parameter from seeded numpy streams
-(``random_weights``); transformers reads them from a Hugging Face directory written by
+(``pgbench.checkpoints.random_params``); transformers reads them from a Hugging Face directory written by
 pgbench's own writer. Every measurement runs in its own process (a 3B float32 model is
 12 GB; two at once would not fit in 24 GB), and the two sides alternate: for each dtype,
 `--rounds` rounds of (pgbench, transformers), each process timing `--repeats` forwards after
@@ -74,15 +74,15 @@ def role_pgbench(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.random_weights import LazyRandomFlat
+    from pgbench.checkpoints.random_params import RandomParams
     from pgbench import decode
     from pgbench.config import get_preset
-    from pgbench.model.params import from_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 
     cfg = get_preset(args.preset)
     dtype = jnp.dtype(args.dtype)
     t0 = time.perf_counter()
-    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, dtype=dtype, consume=True, stacked=False)
+    model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, dtype=dtype, stacked=False)
     build_s = time.perf_counter() - t0
     images, tokens = _inputs(cfg, args.text_tokens, args.batch)
     images, tokens = jnp.asarray(images), jnp.asarray(tokens)
@@ -102,13 +102,13 @@ def role_pgbench(args) -> dict:
 
 
 def role_write_hf(args) -> dict:
-    from benchmarks.random_weights import LazyRandomFlat
-    from pgbench.checkpoints.hf import write_hf_dir
+    from pgbench.checkpoints.random_params import RandomParams
+    from pgbench.checkpoints import write_hf_dir
     from pgbench.config import get_preset
 
     cfg = get_preset(args.preset)
     t0 = time.perf_counter()
-    write_hf_dir(LazyRandomFlat(cfg, args.seed), cfg, args.hf_dir)
+    write_hf_dir(RandomParams(cfg, args.seed), cfg, args.hf_dir)
     return {"write_s": time.perf_counter() - t0}
 
 

@@ -27,14 +27,14 @@ NEVER = -7  # an EOS id no token equals
 def run(args) -> dict:
     import jax.numpy as jnp
 
-    from benchmarks.random_weights import LazyRandomFlat
+    from pgbench.checkpoints.random_params import RandomParams
     from pgbench import decode
     from pgbench.config import get_preset
     from pgbench.model import paligemma as pg
-    from pgbench.model.params import from_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 
     cfg = get_preset(args.preset)
-    model = from_bigvision_params(LazyRandomFlat(cfg, args.seed), cfg, consume=True, stacked=False)
+    model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, stacked=False)
     rng = np.random.default_rng(args.seed)
     size = cfg.vision.image_size
     images = jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32))

@@ -51,10 +51,10 @@ def check_against_transformers(checkpoint: str | Path, *, family: str | None = N
 
     from pgbench import decode
     from pgbench.checkpoints import load_checkpoint
-    from pgbench.checkpoints.hf import write_hf_dir
+    from pgbench.checkpoints import write_hf_dir
     from pgbench.model import paligemma
     from pgbench.model.layer_forms import default_stacked
-    from pgbench.model.params import to_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import to_bigvision_params
 
     checkpoint = Path(checkpoint)
     model, cfg = load_checkpoint(checkpoint, family=family, stacked=default_stacked())

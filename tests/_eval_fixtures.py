@@ -84,7 +84,8 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
 
     from pgbench.checkpoints import write_bigvision_npz
     from pgbench.config import get_preset
-    from pgbench.model.params import init_params, to_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import to_bigvision_params
+    from pgbench.checkpoints.random_params import init_params
     from pgbench.tokenizer import Tokenizer
 
     tok = Tokenizer(TOKENIZER, require_locseg=False)

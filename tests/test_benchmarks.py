@@ -63,7 +63,7 @@ def test_metrics_bench_quick_writes_where_told(tmp_path):
 def test_bench_and_bench_quick_cover_every_benchmark():
     from benchmarks import run
 
-    helpers = {"__init__", "common", "flops", "machine", "random_weights", "read_bound", "run"}
+    helpers = {"__init__", "common", "flops", "machine", "read_bound", "run"}
     modules = {f"benchmarks.{p.stem}" for p in (REPO_ROOT / "benchmarks").glob("*.py")} - {
         f"benchmarks.{h}" for h in helpers}
     assert {c[0] for c in run.FULL} == modules

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from pgbench import batching, decode, images, predict, structured
-from pgbench.checkpoints import load_checkpoint, write_bigvision_npz
+from pgbench.checkpoints import load_checkpoint, to_bigvision_params, write_bigvision_npz
+from pgbench.checkpoints.random_params import init_params
 from pgbench.cli import main as cli_main
 from pgbench.config import get_preset
-from pgbench.model.params import init_params, to_bigvision_params
 from pgbench.tokenizer import Tokenizer
 from tests.conftest import BIG_VISION_REFERENCE, REPO_ROOT
 
@@ -37,7 +37,9 @@ def setup(tmp_path_factory, tok):
     """A tiny pg1 checkpoint whose vocabulary is exactly the tokenizer's, and images."""
     root = tmp_path_factory.mktemp("predict")
     cfg = get_preset("pg1-tiny").replace_llm(vocab_size=tok.vocab_size)
-    model = init_params(cfg, jax.random.key(0))
+    # key 6: random tiny models mostly repeat one token whatever the image; with this key the
+    # images change the greedy text, which test_text_matches_direct_greedy_decode needs.
+    model = init_params(cfg, jax.random.key(6))
     ckpt = root / "tiny.npz"
     write_bigvision_npz(to_bigvision_params(model), ckpt)
 

@@ -9,29 +9,32 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Mapping
 
 import ml_dtypes
 import numpy as np
 
+from pgbench.checkpoints.aligned import aligned_empty
+from pgbench.checkpoints.flat import ParamSource, as_source
 from pgbench.errors import CheckpointError
 
 _UNSCANNED = re.compile(r"^img/Transformer/encoderblock_(\d+)/(.*)$")
 _CHUNK = 16 * 2**20
-_ALIGN = 64  # jax.device_put adopts 64-byte-aligned host buffers on CPU without copying
+# What parameters may be stored as (float16/32/64, and bfloat16 as raw |V2).
+_FLOAT_KINDS = "f"
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
-def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised array whose data starts on a 64-byte boundary.
-
-    Readers hand such arrays to ``jax.device_put``, which then shares the memory instead
-    of copying it: loading never holds a parameter twice.
-    """
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(n + _ALIGN, np.uint8)
-    off = (-raw.ctypes.data) % _ALIGN
-    return raw[off:off + n].view(dtype).reshape(shape)
+def _load_npz(path: Path, error: type[Exception]):
+    """``np.load`` of an archive, or ``error``: a file that is neither a zip nor a .npy
+    would make numpy suggest unpickling it, which is never the fix for a checkpoint."""
+    with open(path, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if not (magic.startswith(_ZIP_MAGIC) or magic == _NPY_MAGIC):
+        raise error(f"{path}: not an .npz archive (the file starts with {magic[:4]!r}, "
+                    "not a zip signature)")
+    return np.load(path, allow_pickle=False)
 
 
 def read_npz_arrays(path: str | Path, *, error: type[Exception] = CheckpointError,
@@ -45,21 +48,26 @@ def read_npz_arrays(path: str | Path, *, error: type[Exception] = CheckpointErro
     if not path.is_file():
         raise error(f"{path}: missing{f' ({missing_hint})' if missing_hint else ''}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with _load_npz(path, error) as f:
             return {k: f[k] for k in f.files}
+    except error:
+        raise
     except Exception as e:  # zipfile, format and CRC errors come in many types
         raise error(f"{path}: not a readable .npz archive ({e})") from None
 
 
-class NpzCheckpoint:
-    """Lazy reader: ``shapes()`` from the member headers, ``read(key)`` one array at a time."""
+class NpzCheckpoint(ParamSource):
+    """Lazy reader (a ``ParamSource``): ``shapes()`` from the member headers, ``read(key)``
+    one array at a time into a fresh aligned buffer."""
+
+    fresh = True
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such checkpoint file")
         try:
-            self._npz = np.load(self.path, allow_pickle=False)
+            self._npz = _load_npz(self.path, CheckpointError)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise CheckpointError(f"{self.path}: not a readable .npz archive ({e})") from None
         if not isinstance(self._npz, np.lib.npyio.NpzFile):
@@ -78,10 +86,13 @@ class NpzCheckpoint:
                 shape, _, dtype = read_header(f)
             if dtype.kind == "V" and dtype.itemsize == 2:
                 dtype = np.dtype(ml_dtypes.bfloat16)
-            self._dtypes[member[len(self._prefix):]] = dtype
-            return tuple(shape)
         except Exception as e:
             raise CheckpointError(f"{self.path}: member {member!r} is damaged ({e})") from None
+        if dtype.kind not in _FLOAT_KINDS and dtype != ml_dtypes.bfloat16:
+            raise CheckpointError(f"{self.path}: member {member!r} has dtype {dtype}; parameters are "
+                                  "float32, float16 or bfloat16 (raw |V2)")
+        self._dtypes[member[len(self._prefix):]] = dtype
+        return tuple(shape)
 
     def _find_unscanned(self) -> dict[str, list[str]]:
         """Group ``encoderblock_<i>/...`` members (an unscanned ViT) by their stacked name."""
@@ -155,28 +166,21 @@ class NpzCheckpoint:
             raise CheckpointError(f"{self.path}: no member {key!r}")
         return self._read_member(key)
 
-    def keys(self) -> list[str]:
-        return sorted(self.shapes())
-
-    def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        for k in self.keys():
-            yield k, self.read(k)
-
     def close(self) -> None:
         self._npz.close()
 
 
-def write_bigvision_npz(flat, path: str | Path) -> None:
-    """Write a flat dict (or a lazy reader: ``keys()`` + ``read(key)``) as big_vision does.
+def write_bigvision_npz(flat: ParamSource | Mapping[str, np.ndarray], path: str | Path) -> None:
+    """Write big_vision-named parameters (a dict or a lazy ``ParamSource``) as big_vision does.
 
     An uncompressed zip of ``.npy`` members, exactly what ``np.savez`` produces, with
     bfloat16 stored as raw ``|V2``; written member by member, so a lazy source is never
     in memory as a whole.
     """
-    get = flat.read if hasattr(flat, "read") else flat.__getitem__
+    src = as_source(flat)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for k in list(flat.keys()):
-            v = np.asarray(get(k))
+        for k in src.keys():
+            v = np.asarray(src.read(k))
             if v.dtype == ml_dtypes.bfloat16:
                 v = v.view("V2")
             with zf.open(k + ".npy", "w", force_zip64=True) as f:

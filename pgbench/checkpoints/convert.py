@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pgbench.checkpoints import open_checkpoint
 from pgbench.checkpoints.bigvision_npz import write_bigvision_npz
-from pgbench.checkpoints.hf import DEFAULT_MAX_SHARD_BYTES, write_hf_dir
+from pgbench.checkpoints.hf_writer import DEFAULT_MAX_SHARD_BYTES, write_hf_dir
 from pgbench.errors import PgbenchError
 
 
@@ -25,29 +25,10 @@ def convert(src: str | Path, dst: str | Path, *, family=None, options=None,
         if Path(src).is_dir():
             write_bigvision_npz(reader, dst)
         else:
-            write_hf_dir(_ReaderMapping(reader), cfg, dst, max_shard_bytes=max_shard_bytes)
+            write_hf_dir(reader, cfg, dst, max_shard_bytes=max_shard_bytes)
     finally:
         reader.close()
     return cfg
-
-
-class _ReaderMapping:
-    """Adapts a lazy reader to what ``write_hf_dir`` asks of its input."""
-
-    def __init__(self, reader):
-        self._r = reader
-
-    def shapes(self):
-        return self._r.shapes()
-
-    def dtypes(self):
-        return self._r.dtypes()
-
-    def keys(self):
-        return self._r.keys()
-
-    def __getitem__(self, key):
-        return self._r.read(key)
 
 
 def main(argv=None) -> int:

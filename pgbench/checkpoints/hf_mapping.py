@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgbench.config import PaliGemmaConfig
-from pgbench.model.params import expected_shapes
+from pgbench.checkpoints.bigvision_layout import expected_shapes
 
 VISION = "vision_tower.vision_model."
 PROJECTOR = "multi_modal_projector.linear."
@@ -164,7 +164,7 @@ def from_hf(x: np.ndarray, kind: str, shape: tuple[int, ...]) -> np.ndarray:
 
     The result is a view of ``x`` wherever one exists (transposes are never copied), so
     a reader that stacks HF tensors in HF layout hands out big_vision arrays whose
-    ``[out, in]`` memory the model can keep as it is (see ``params._out_in``)."""
+    ``[out, in]`` memory the model can keep as it is (see ``bigvision_layout._out_in``)."""
     if kind in ("same", "heads_flat"):
         return x.reshape(shape)
     if kind == "t":

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from pgbench.config import GemmaConfig, PaliGemmaConfig, SigLIPConfig
 from pgbench.errors import CheckpointError
-from pgbench.model.params import GEMMA_BLOCKS, QKV_EINSUM, check_keys, expected_shapes
+from pgbench.checkpoints.bigvision_layout import GEMMA_BLOCKS, QKV_EINSUM, check_keys, expected_shapes
 
 __all__ = ["infer_config", "validate", "expected_shapes", "apply_options"]
 

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from pgbench.checkpoints.bigvision_npz import NpzCheckpoint, write_bigvision_npz
+from pgbench.checkpoints.bigvision_npz import NpzCheckpoint, read_npz_arrays, write_bigvision_npz
 from pgbench.errors import CheckpointError
 from tests.checkpoints._cases import CASES, case_checkpoint, reference_flat
 
@@ -111,3 +111,27 @@ def test_unknown_key(tmp_path):
     path, _ = case_checkpoint("pg1_tiny")
     with pytest.raises(CheckpointError, match="no member 'img/nope'"):
         NpzCheckpoint(path).read("img/nope")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.bool_, np.complex64])
+def test_non_float_weight_is_rejected_naming_the_key(tmp_path, dtype):
+    """The HF and VQ-VAE readers reject integer weights; so does this one, before any load."""
+    flat = reference_flat("pg1_tiny")
+    flat["llm/final_norm/scale"] = np.zeros(flat["llm/final_norm/scale"].shape, dtype)
+    out = tmp_path / "ck.npz"
+    np.savez(out, **flat)
+    with pytest.raises(CheckpointError, match=r"ck\.npz: member 'llm/final_norm/scale' has dtype"):
+        NpzCheckpoint(out)
+
+
+@pytest.mark.parametrize("data", [b"", bytes(range(256)) * 40, b"\x80\x04\x95 pickle-looking"])
+def test_random_bytes_do_not_suggest_pickle(tmp_path, data):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(data)
+    with pytest.raises(CheckpointError) as e:
+        NpzCheckpoint(bad)
+    assert "bad.npz" in str(e.value) and "not an .npz archive" in str(e.value)
+    assert "pickle" not in str(e.value).lower() and "allow_pickle" not in str(e.value)
+    with pytest.raises(CheckpointError) as e:
+        read_npz_arrays(bad)
+    assert "pickle" not in str(e.value).lower()

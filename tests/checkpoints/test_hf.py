@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from pgbench.checkpoints.hf import HFCheckpoint, read_hf_dir, write_hf_dir
+from pgbench.checkpoints import HFCheckpoint, read_hf_dir, write_hf_dir
 from pgbench.checkpoints.infer import infer_config
 from pgbench.config import PRESETS
 from pgbench.errors import CheckpointError
@@ -286,3 +286,71 @@ def test_write_rejects_params_not_fitting_config(tmp_path):
     flat = reference_flat("pg1_tiny")
     with pytest.raises(CheckpointError, match="missing keys: llm/layers/post_attention_norm/scale"):
         write_hf_dir(flat, PRESETS["pg2-tiny"], tmp_path)
+
+
+def _edit_config(tmp_path, edit):
+    c = json.loads((tmp_path / "config.json").read_text())
+    edit(c)
+    (tmp_path / "config.json").write_text(json.dumps(c))
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c["text_config"].__setitem__("num_attention_heads", "4"), "text_config.num_attention_heads"),
+    (lambda c: c["text_config"].__setitem__("head_dim", 16.5), "text_config.head_dim"),
+    (lambda c: c["text_config"].__setitem__("num_key_value_heads", True), "text_config.num_key_value_heads"),
+    (lambda c: c["text_config"].__setitem__("rms_norm_eps", "1e-6"), "text_config.rms_norm_eps"),
+    (lambda c: c["text_config"].__setitem__("rope_parameters", "default"), "text_config.rope_parameters"),
+    (lambda c: c["text_config"].__setitem__("model_type", ["gemma"]), "text_config.model_type"),
+    (lambda c: c["vision_config"].__setitem__("num_attention_heads", "2"), "vision_config.num_attention_heads"),
+    (lambda c: c["vision_config"].__setitem__("image_size", "28"), "vision_config.image_size"),
+    (lambda c: c.__setitem__("tie_word_embeddings", "yes"), "tie_word_embeddings"),
+    (lambda c: c.__setitem__("text_config", "gemma"), "text_config"),
+    (lambda c: c.__setitem__("vision_config", ["siglip"]), "vision_config"),
+])
+def test_config_field_of_the_wrong_type_is_named(tmp_path, edit, field):
+    """A wrong type in config.json is one CheckpointError naming the field, never a bare
+    ValueError / AttributeError / TypeError."""
+    _write_case("pg1_tiny", tmp_path)
+    _edit_config(tmp_path, edit)
+    with pytest.raises(CheckpointError) as e:
+        HFCheckpoint(tmp_path)
+    assert "config.json" in str(e.value) and field in str(e.value)
+
+
+def test_gemma2_config_fields_of_the_wrong_type_are_named(tmp_path):
+    _write_case("pg2_tiny", tmp_path)
+    for key, value in [("query_pre_attn_scalar", "16"), ("attn_logit_softcapping", "50"),
+                       ("sliding_window", 8.5), ("layer_types", "alternating")]:
+        c = json.loads((tmp_path / "config.json").read_text())
+        good = c["text_config"][key]
+        c["text_config"][key] = value
+        (tmp_path / "config.json").write_text(json.dumps(c))
+        with pytest.raises(CheckpointError, match=f"config.json: text_config.{key} is "):
+            HFCheckpoint(tmp_path)
+        c["text_config"][key] = good
+        (tmp_path / "config.json").write_text(json.dumps(c))
+    HFCheckpoint(tmp_path)  # restored: reads again
+
+
+def test_config_json_that_is_not_an_object(tmp_path):
+    _write_case("pg1_tiny", tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="config.json: not a JSON object"):
+        HFCheckpoint(tmp_path)
+
+
+def test_index_weight_map_of_the_wrong_type(tmp_path):
+    _write_case("pg1_tiny", tmp_path, max_shard_bytes=300_000)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["a", "b"]}))
+    with pytest.raises(CheckpointError, match="index.json: 'weight_map' must map tensor names"):
+        HFCheckpoint(tmp_path)
+
+
+def test_layers_of_one_array_in_different_dtypes(tmp_path):
+    """Per-layer HF tensors stacked into one big_vision array must agree on the dtype."""
+    _write_case("pg1_tiny", tmp_path)
+    _edit_tensors(tmp_path, lambda hf: hf.__setitem__(
+        f"{T}layers.1.mlp.down_proj.weight", hf[f"{T}layers.1.mlp.down_proj.weight"].astype(np.float16)))
+    ck = HFCheckpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.down_proj\.weight' is float16.*llm/layers/mlp/linear"):
+        ck.read("llm/layers/mlp/linear")

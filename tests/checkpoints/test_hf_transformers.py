@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgbench.checkpoints import hf_mapping as hm
-from pgbench.checkpoints.hf import read_hf_dir, write_hf_dir
+from pgbench.checkpoints import read_hf_dir, write_hf_dir
 from pgbench.checkpoints.infer import infer_config
 from tests.checkpoints._cases import CASES, case_checkpoint, reference_flat
 from tests.conftest import BIG_VISION_REFERENCE

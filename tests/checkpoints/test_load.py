@@ -14,7 +14,7 @@ import pytest
 
 from pgbench.checkpoints import load_checkpoint, open_checkpoint, write_hf_dir
 from pgbench.errors import CheckpointError
-from pgbench.model.params import to_bigvision_params
+from pgbench.checkpoints.bigvision_layout import to_bigvision_params
 from tests.checkpoints._cases import CASES, case_checkpoint, reference_flat
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from pgbench.config import PRESETS
 from pgbench.model import paligemma as pg
 from pgbench.model.paligemma import PaliGemma
-from pgbench.model.params import from_bigvision_params
+from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 from tests.conftest import BIG_VISION_REFERENCE
 
 CASES = {"pg1_tiny": "pg1-tiny", "pg2_tiny": "pg2-tiny"}

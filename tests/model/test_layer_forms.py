@@ -15,7 +15,7 @@ import pytest
 
 from pgbench import decode
 from pgbench.model import paligemma as pg
-from pgbench.model.params import from_bigvision_params
+from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 from tests.model._reference import CASES, forward_logits, load_case, with_window
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from pgbench.config import PRESETS
 from pgbench.model import paligemma
-from pgbench.model.params import from_bigvision_params
+from pgbench.checkpoints.bigvision_layout import from_bigvision_params
 from tests.conftest import BIG_VISION_REFERENCE
 
 pytestmark = pytest.mark.slow  # the kernel's backward runs in Pallas interpret mode on a CPU

@@ -10,7 +10,7 @@ import pytest
 from pgbench import decode
 from pgbench.config import PRESETS
 from pgbench.model import paligemma as pg
-from pgbench.model.params import expected_shapes, from_bigvision_params
+from pgbench.checkpoints.bigvision_layout import expected_shapes, from_bigvision_params
 
 
 def _abstract_model(cfg, dtype=jnp.bfloat16):

@@ -19,7 +19,7 @@ import pytest
 from pgbench import optim
 from pgbench.config import PRESETS
 from pgbench.errors import InputError
-from pgbench.model.params import init_params
+from pgbench.checkpoints.random_params import init_params
 
 
 def _schedule(step, total, warm):

@@ -9,7 +9,7 @@ import pytest
 
 from pgbench import optim
 from pgbench.config import PRESETS
-from pgbench.model.params import init_params
+from pgbench.checkpoints.random_params import init_params
 from pgbench.train_step import LossConfig, accumulated_grad, make_train_step, split_micro_batches
 
 

@@ -1,4 +1,5 @@
-"""flat big_vision dict <-> Equinox model: bit-exact round trips and key/shape validation."""
+"""big_vision-named parameters <-> Equinox model: bit-exact round trips, key/shape validation,
+the in-place reorders, and random initialisation."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgbench.checkpoints.bigvision_layout import (QKV_EINSUM, expected_shapes, from_bigvision_params,
+                                                  to_bigvision_params)
+from pgbench.checkpoints.inplace import pairs_first, transpose_in_place
+from pgbench.checkpoints.random_params import init_params
 from pgbench.config import PRESETS
 from pgbench.errors import CheckpointError
-from pgbench.model.params import (QKV_EINSUM, _pairs_first, _transpose_in_place, expected_shapes,
-                                  from_bigvision_params, init_params, to_bigvision_params)
 from tests.model._reference import CASES, load_case
 
 
@@ -129,20 +132,20 @@ def test_pairs_first_reorders_in_place(layers, rest):
     array without a second copy equals a plain transpose, in the same memory."""
     a = np.arange(layers * 2 * int(np.prod(rest, dtype=int)), dtype=np.float32).reshape(layers, 2, *rest)
     want = np.ascontiguousarray(a.swapaxes(0, 1))
-    out = _pairs_first(a)
+    out = pairs_first(a)
     assert np.shares_memory(out, a) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, want)
 
 
 @settings(max_examples=40, deadline=None)
 @given(lead=st.lists(st.integers(1, 3), min_size=0, max_size=2), m=st.integers(1, 150), n=st.integers(1, 70))
-def test_transpose_in_place(lead, m, n):
+def testtranspose_in_place(lead, m, n):
     """The block-by-block in-place [..., m, n] -> [..., n, m] transpose that turns big_vision
     kernels into the model's [out, in] matrices equals a plain transpose, in the same memory
     (m > 64 covers more than one row panel)."""
     a = np.arange(int(np.prod(lead, dtype=int)) * m * n, dtype=np.float32).reshape(*lead, m, n)
     want = np.ascontiguousarray(np.swapaxes(a, -1, -2))
-    out = _transpose_in_place(a)
+    out = transpose_in_place(a)
     assert np.shares_memory(out, a) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, want)
 

@@ -1,8 +1,10 @@
 """big_vision parameter layout <-> the Equinox model: the one name table of that format.
 
-The flat dict uses the member names of a big_vision ``.npz`` (``img/...``, ``llm/...``,
-stacked layers with a leading depth axis). Checkpoint readers produce it (the Hugging Face
-reader converts to it); the model is built from it and exported back to it.
+Parameters travel under the member names of a big_vision ``.npz`` (``img/...``,
+``llm/...``, stacked layers with a leading depth axis), as a ``ParamSource`` or a plain
+dict. Checkpoint readers produce them (the Hugging Face reader converts to them); the
+model is built from them and exported back to them. ``pgbench.model`` knows no file
+format: this module is the only place that knows both.
 
 big_vision keeps attention weights as per-head einsum operands (``[H, D, hd]``) and the
 MLP's gate and up projections in one ``[2, D, F]`` array, every kernel ``[in, out]``;
@@ -13,12 +15,14 @@ transposes between the two live here and only here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, MutableMapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgbench.checkpoints.flat import ParamSource, as_source
+from pgbench.checkpoints.inplace import pairs_first, transpose_in_place
 from pgbench.config import PaliGemmaConfig
 from pgbench.errors import CheckpointError
 from pgbench.model.gemma import DecoderBlocks, Gemma
@@ -125,20 +129,6 @@ def _swap(w):
     return jnp.swapaxes(w, -1, -2) if isinstance(w, jax.Array) else np.swapaxes(w, -1, -2)
 
 
-def _transpose_in_place(a: np.ndarray) -> np.ndarray:
-    """Transpose every [m, n] block of a C-contiguous [..., m, n] array in its own memory
-    (one block of scratch at a time: each block keeps its place in the buffer) and
-    return the C-contiguous [..., n, m] view."""
-    m, n = a.shape[-2:]
-    blocks, flat = a.reshape(-1, m, n), a.reshape(-1, m * n)
-    scratch = np.empty((n, m), a.dtype)
-    for i in range(blocks.shape[0]):
-        for r in range(0, m, 64):  # row panels: ~5x faster than one strided .T copy
-            scratch[:, r:r + 64] = blocks[i, r:r + 64].T
-        flat[i] = scratch.reshape(-1)
-    return flat.reshape(*a.shape[:-2], n, m)
-
-
 def _out_in(w, owned: bool):
     """A big_vision kernel [..., in, out] as the model's [..., out, in].
 
@@ -149,7 +139,7 @@ def _out_in(w, owned: bool):
     if isinstance(w, jax.Array) or t.flags.c_contiguous:
         return t
     if owned and w.flags.c_contiguous and w.flags.writeable:
-        return _transpose_in_place(w)
+        return transpose_in_place(w)
     return t
 
 
@@ -164,29 +154,6 @@ def _siglip_fields(take, cfg: PaliGemmaConfig, owned: bool = False):
         if f.endswith("_kernel"):
             w = _out_in(w, owned)
         yield f, w
-
-
-def _pairs_first(a: np.ndarray) -> np.ndarray:
-    """Reorder a C-contiguous [L, 2, ...] array to [2, L, ...] in its own memory (one
-    block of scratch, following the permutation's cycles), so its two halves are each
-    contiguous without a second copy of the array. Returns the [2, L, ...] view."""
-    L = a.shape[0]
-    blocks = a.reshape(2 * L, -1)  # block 2 * i + j holds (layer i, half j)
-    done = np.zeros(2 * L, bool)
-    for start in range(2 * L):
-        if done[start]:
-            continue
-        scratch = blocks[start].copy()
-        q = start
-        while True:  # fill slot q = j * L + i with block 2 * i + j
-            p = 2 * (q % L) + q // L
-            done[q] = True
-            if p == start:
-                blocks[q] = scratch
-                break
-            blocks[q] = blocks[p]
-            q = p
-    return a.reshape(2, L, *a.shape[2:])
 
 
 def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
@@ -210,7 +177,7 @@ def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
     yield "pre_ffw_norm", take(GEMMA_BLOCKS["pre_ffw_norm"])
     gating = take(GEMMA_BLOCKS["gating_einsum"])  # [L, 2, D, F]
     if owned and isinstance(gating, np.ndarray) and gating.flags.c_contiguous and gating.flags.writeable:
-        gating = _out_in(_pairs_first(gating), owned)  # in place: [2, L, F, D]
+        gating = _out_in(pairs_first(gating), owned)  # in place: [2, L, F, D]
         yield "gate", gating[0]
         yield "up", gating[1]
     else:
@@ -234,38 +201,40 @@ def _build_blocks(cls, fields, depth: int, stacked: bool, to_jax):
     return tuple(cls(**kw) for kw in layers)
 
 
-def from_bigvision_params(flat: MutableMapping[str, np.ndarray] | Mapping[str, np.ndarray],
-                          cfg: PaliGemmaConfig, *, dtype=None, source: str = "checkpoint",
-                          consume: bool = False, stacked: bool = True) -> PaliGemma:
-    """Build the model from a flat big_vision dict (checked first against ``cfg``).
+def from_bigvision_params(flat: ParamSource | Mapping[str, np.ndarray], cfg: PaliGemmaConfig, *,
+                          dtype=None, source: str = "checkpoint", consume: bool = False,
+                          stacked: bool = True) -> PaliGemma:
+    """Build the model from big_vision-named parameters (checked first against ``cfg``).
 
-    ``dtype`` casts every parameter (default: keep the stored dtype). With
-    ``consume=True`` each array is popped from ``flat`` as it is converted, so a large
-    checkpoint never exists twice in memory: the model may then share memory with the
-    popped arrays, and the MLP's gating array is reordered in place. A lazy mapping may
-    offer ``shapes()`` so that checking needs no array read. ``stacked=False`` builds
-    both towers' layers as tuples of per-layer blocks (see ``layer_forms.py``).
+    ``flat`` is a ``ParamSource`` (a checkpoint reader, random weights) or a plain dict.
+    ``dtype`` casts every parameter (default: keep the stored dtype). Arrays a source
+    hands over (``fresh``), and a dict's arrays with ``consume=True`` (popped from it as
+    they are converted), become the model's memory: a large checkpoint never exists twice,
+    and kernels and the MLP's gating array are reordered in place. ``stacked=False``
+    builds both towers' layers as tuples of per-layer blocks (see ``layer_forms.py``).
     """
-    shapes = flat.shapes() if hasattr(flat, "shapes") else {k: np.shape(v) for k, v in flat.items()}
+    src = as_source(flat, give=consume)
+    owned = src.fresh
+    shapes = src.shapes()
     check_keys(shapes, cfg, source)
 
     def take(key):
-        arr = flat.pop(key) if consume else flat[key]
+        arr = src.read(key)
         return arr if isinstance(arr, jax.Array) else np.asarray(arr)  # jax arrays (and tracers) stay
 
     def to_jax(arr):
         if isinstance(arr, jax.Array) or (dtype is not None and np.dtype(dtype) != arr.dtype):
             return jnp.asarray(arr, dtype=dtype)
-        # A popped array is ours: device_put shares a 64-byte aligned C-contiguous buffer
-        # (readers allocate them so) instead of copying it. A caller's array is copied.
-        return jax.device_put(arr) if consume else jnp.array(arr)
+        # A handed-over array is ours: device_put shares a 64-byte aligned C-contiguous
+        # buffer (readers allocate them so) instead of copying it. A caller's array is copied.
+        return jax.device_put(arr) if owned else jnp.array(arr)
 
-    img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg, owned=consume), cfg.vision.depth,
+    img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg, owned=owned), cfg.vision.depth,
                                stacked, to_jax)
     img_top = {f: take(k) for f, k in SIGLIP_TOP.items()}
-    img_top["head_kernel"] = _out_in(img_top["head_kernel"], consume)
+    img_top["head_kernel"] = _out_in(img_top["head_kernel"], owned)
     img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(w) for f, w in img_top.items()})
-    llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=consume),
+    llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=owned),
                                cfg.llm.depth, stacked, to_jax)
     llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
     return PaliGemma(img=img, llm=llm, name=cfg.name)
@@ -312,33 +281,3 @@ def to_bigvision_params(model: PaliGemma) -> dict[str, np.ndarray]:
             out[GEMMA_BLOCKS[f]] = llm[f]
     out[GEMMA_BLOCKS["linear"]] = _swap(llm["down"])
     return out
-
-
-def init_params(cfg: PaliGemmaConfig, key: jax.Array, *, dtype=jnp.float32) -> PaliGemma:
-    """A randomly initialised model (fan-in scaled normals; small norm scales and biases)
-    for tests and benchmarks. Deterministic per ``key``; drawn with numpy, one tensor at a
-    time, because eager ``jax.random`` compiles once per distinct shape (tens of seconds)."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    rng = np.random.default_rng(np.asarray(key).ravel().tolist())
-    flat = {}
-    for name, shape in sorted(expected_shapes(cfg).items()):
-        x = rng.standard_normal(shape, dtype=np.float32)
-        if name.endswith(("/bias", "/scale")) or name == "img/pos_embedding":
-            x *= 0.02
-        else:
-            x *= _fan_in(name, shape) ** -0.5
-        flat[name] = x
-    return from_bigvision_params(flat, cfg, dtype=dtype, consume=True)
-
-
-def _fan_in(name: str, shape: tuple[int, ...]) -> int:
-    if name == "img/embedding/kernel":
-        return shape[0] * shape[1] * shape[2]
-    if name == "llm/embedder/input_embedding":
-        return shape[-1]
-    if name.endswith(("out/kernel", "attn_vec_einsum/w")):
-        return shape[-3] * shape[-2]
-    if name.endswith(("q_einsum/w", "kv_einsum/w", "qkv_einsum/w", "gating_einsum")):
-        return shape[-2]
-    return shape[-2] if len(shape) >= 2 else 1
