@@ -32,8 +32,8 @@ def _load_npz(path: Path, error: type[Exception]):
     with open(path, "rb") as f:
         magic = f.read(len(_NPY_MAGIC))
     if not (magic.startswith(_ZIP_MAGIC) or magic == _NPY_MAGIC):
-        raise error(f"{path}: not an .npz archive (the file starts with {magic[:4]!r}, "
-                    "not a zip signature)")
+        raise error(f"{path}: not a readable .npz archive (it starts with {magic[:4]!r}, "
+                    "not with a zip signature)")
     return np.load(path, allow_pickle=False)
 
 
