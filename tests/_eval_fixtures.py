@@ -91,3 +91,21 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
     cfg = get_preset("pg1-tiny").replace_llm(vocab_size=tok.vocab_size)
     write_bigvision_npz(to_bigvision_params(init_params(cfg, jax.random.key(seed))), path)
     return path
+
+
+VQA_QUESTIONS = ["what is it", "who", "what color", "where is it", "how many"]
+
+
+def write_vqav2(root: Path, n: int = 5, split: str = "val2014", seed: int = 0) -> Path:
+    """``n`` VQAv2 questions in the official layout (pgbench.synth.formats), 2 per image."""
+    from pgbench.synth import formats
+
+    rng = np.random.default_rng(seed)
+    image_ids = [9 + 2 * k for k in range((n + 1) // 2)]
+    images = {i: rng.integers(0, 256, (24 + i, 32, 3), np.uint8) for i in image_ids}
+    records = [{"question_id": 1000 + q, "image_id": image_ids[q // 2],
+                "question": VQA_QUESTIONS[q % len(VQA_QUESTIONS)],
+                "answers": [f"a{q}"] * 6 + ["other"] * 4,
+                "answer_type": "yes/no" if q % 2 else "other"} for q in range(n)]
+    formats.write_vqav2(root, split, records, images)
+    return root
