@@ -3,7 +3,10 @@
 A case directory holds ``case.json``, ``inputs.npz``, ``outputs.npz`` and a checkpoint.
 ``check_case`` runs pgbench on the inputs and compares every array the case names in
 ``compare``: floats by max |ours - ref| <= tol * max |ref| over the compared elements,
-integers (tokens) for exact equality.
+integers (tokens) for exact equality. Before any model work, ``load_case`` checks every
+field of ``case.json`` it reads and ``Case.inputs``/``Case.outputs`` every array the runner
+reads (presence, dtype, rank, sizes that must agree); bad input is a ReferenceCaseError
+naming the file, which ``pgbench parity`` prints as one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -288,9 +291,12 @@ def check_vqvae_inputs(arrays: Mapping[str, np.ndarray], where: str) -> None:
     if hw.min() <= 0:
         raise ReferenceCaseError(f"{where}: array 'image_hw' is {hw.tolist()}, expected a positive height, width")
     if "gt_masks" in arrays:
-        c.check("gt_masks", "bi", ("N", int(hw[0]), int(hw[1])))
+        gt = c.check("gt_masks", "bi", ("N", int(hw[0]), int(hw[1])))
+        if gt.dtype != bool and not np.isin(gt, (0, 1)).all():
+            raise ReferenceCaseError(f"{where}: array 'gt_masks' holds values other than 0/1")
     if "gt_boxes" in arrays:
-        c.check("gt_boxes", "f", ("N", 4))
+        if not np.isfinite(c.check("gt_boxes", "f", ("N", 4))).all():
+            raise ReferenceCaseError(f"{where}: array 'gt_boxes' holds non-finite coordinates")
 
 
 INPUT_CHECKS: dict[str, Callable[[Mapping[str, np.ndarray], str], None]] = {
@@ -431,6 +437,7 @@ def _vqvae_outputs(case: Case, inp: Mapping[str, np.ndarray], ref: Mapping[str, 
 
 
 def _box_outputs(vae, inp: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The segmentation evaluator on ``box_tokens`` (ids in the released vocabulary)."""
     hw = tuple(int(v) for v in inp["image_hw"])
     from pgbench import segmentation, structured
     from pgbench.scoring import mask_iou

@@ -215,6 +215,10 @@ BAD_CASES = {
                                 "inputs.npz", "positive height"),
     "ground truth of another size": (_SEG, dict(inputs=_with(gt_masks=lambda a: a["gt_masks"][:, :100])),
                                      "inputs.npz", "'gt_masks' has shape \\[2, 100, 224\\]"),
+    "ground truth not 0/1": (_SEG, dict(inputs=_with(gt_masks=lambda a: a["gt_masks"].astype(np.uint8) * 255)),
+                             "inputs.npz", "'gt_masks' holds values other than 0/1"),
+    "ground truth box NaN": (_SEG, dict(inputs=_with(gt_boxes=lambda a: a["gt_boxes"] * np.nan)),
+                             "inputs.npz", "non-finite"),
     "ground truth boxes disagree": (_SEG, dict(inputs=_with(gt_boxes=lambda a: a["gt_boxes"][:1])),
                                     "inputs.npz", "'gt_boxes' has N = 1 .* 'box_tokens' has N = 2"),
 }

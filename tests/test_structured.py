@@ -106,6 +106,16 @@ def test_token_ids_come_from_the_tokenizer():
     assert batch_valid.tolist() == [True, False] and batch_bins[0].tolist() == bins
 
 
+def test_locseg_ids_contract():
+    other = LocSegIds.contiguous(10, 2000)
+    assert (other.loc_index(10), other.loc_index(1033), other.loc_index(1034)) == (0, 1023, None)
+    assert (other.seg_index(2127), other.seg_index(9)) == (127, None)
+    np.testing.assert_array_equal(other.object_ids([[0, 1, 2, 3]], [[127] * 16]),
+                                  [[10, 11, 12, 13] + [2127] * 16])
+    with pytest.raises(ValueError, match="1024 loc and 128 seg"):
+        LocSegIds(tuple(range(5)), tuple(range(128)))
+
+
 def test_pixel_box_truncates_and_can_become_empty():
     # bins 10 and 11 on a 50 px side: int(10/1023*50) = int(11/1023*50) = 0 -> empty.
     (y1, x1, y2, x2), ok = S.pixel_box([10, 10, 11, 11], 50, 50)
