@@ -31,6 +31,7 @@ import numpy as np
 
 from pgbench.errors import InputError
 from pgbench.model import gemma
+from pgbench.model.array_types import Array, Bool, Float, In, Int
 from pgbench.model.masks import SegmentInfo, ar_cumsum
 from pgbench.model.paligemma import PaliGemma, embed_inputs, full_masks
 
@@ -69,7 +70,8 @@ def _roll_rows(a, shift):
     return jax.vmap(lambda row, s: jnp.roll(row, -s, axis=0))(a, shift)
 
 
-def prefill(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+def prefill(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+            input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, max_new_tokens: int,
             cache_dtype=jnp.float32, attn_impl: str = "xla") -> PrefillState:
     """Run image + prompt through the model and fill the cache (right-aligned, as big_vision).
 
@@ -92,7 +94,8 @@ def prefill(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_to
                         write_index=jnp.asarray(n, jnp.int32))
 
 
-def step(model: PaliGemma, state: PrefillState, token, *, i, attn_impl: str = "xla"):
+def step(model: PaliGemma, state: PrefillState, token: Int[Array, " B"], *, i,
+         attn_impl: str = "xla") -> tuple[Float[Array, "B V"], gemma.KVCache]:
     """Feed generated token number i (i32[B], i = 0, 1, ...) and return
     (logits f32[B, V] with the final soft-cap, the new cache)."""
     x = gemma.embed_tokens(model.llm, token[:, None])
@@ -175,7 +178,8 @@ def _check(model, images, tokens, input_mask, mask_ar, max_new_tokens):
     del model
 
 
-def decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+def decode(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+           input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, max_new_tokens: int,
            eos_id: int = 1, cache_dtype=jnp.float32, attn_impl: str = "xla",
            sampler: Sampler = Sampler(), key=None) -> DecodeOutput:
     """Generate up to ``max_new_tokens`` tokens per prompt (see the module docstring).
@@ -198,18 +202,21 @@ def decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tok
                    sampler=sampler)
 
 
-def greedy_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
-                  eos_id: int = 1, cache_dtype=jnp.float32, attn_impl: str = "xla"):
+def greedy_decode(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+                  input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, max_new_tokens: int,
+                  eos_id: int = 1, cache_dtype=jnp.float32,
+                  attn_impl: str = "xla") -> Int[Array, "B K"]:
     """Greedy (argmax) decoding, big_vision's sampler "greedy": i32[B, max_new_tokens],
     -1 after each row's first EOS."""
     return decode(model, images, tokens, input_mask, mask_ar, max_new_tokens=max_new_tokens,
                   eos_id=eos_id, cache_dtype=cache_dtype, attn_impl=attn_impl).tokens
 
 
-def sample_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, key,
+def sample_decode(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+                  input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, key,
                   max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0, eos_id: int = 1, cache_dtype=jnp.float32,
-                  attn_impl: str = "xla"):
+                  attn_impl: str = "xla") -> Int[Array, "B K"]:
     """Sampling with temperature, top-k and top-p under a PRNG key (deterministic per key):
     i32[B, max_new_tokens], -1 after each row's first EOS."""
     if temperature <= 0:
@@ -292,7 +299,8 @@ def _beam(model, images, tokens, input_mask, mask_ar, eos_id, length_penalty, *,
     return BeamOutput(tokens=seqs[:, 0], score=final[:, 0], beams=seqs, scores=final)
 
 
-def beam_decode(model: PaliGemma, images, tokens, input_mask, mask_ar, *, max_new_tokens: int,
+def beam_decode(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+                input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, max_new_tokens: int,
                 beam_size: int = 4, length_penalty: float = 0.0, eos_id: int = 1,
                 cache_dtype=jnp.float32, attn_impl: str = "xla") -> BeamOutput:
     """Beam search over summed log-probs (step 0 from the un-capped prefill logits, later

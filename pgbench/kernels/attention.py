@@ -10,6 +10,7 @@ from pgbench.kernels import _common as c
 from pgbench.kernels.blocks import BlockSizes, default_block_sizes
 from pgbench.kernels.flash_bwd import flash_backward
 from pgbench.kernels.flash_fwd import flash_forward
+from pgbench.model.array_types import Array, Float
 from pgbench.model.masks import SegmentInfo
 
 
@@ -52,9 +53,11 @@ def _check(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo):
                                  f"expected {(b, n)}")
 
 
-def general_attention(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo | None = None, *,
-                      softcap=None, window=None, interpret=None,
-                      block_sizes: BlockSizes | None = None, poison=False):
+def general_attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
+                      v: Float[Array, "B Nk KVH D"], q_info: SegmentInfo,
+                      k_info: SegmentInfo | None = None, *, softcap=None, window=None,
+                      interpret=None, block_sizes: BlockSizes | None = None,
+                      poison=False) -> Float[Array, "B Nq H D"]:
     """Flash attention of queries with metadata ``q_info`` over keys with ``k_info``
     (default: ``q_info``, self-attention); the mask rule is ``pgbench.model.masks``'.
 
@@ -91,8 +94,10 @@ def general_attention(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo | None =
     return o[:, :, :nq].transpose(0, 2, 1, 3)
 
 
-def prefix_lm_attention(q, k, v, segment_info: SegmentInfo, *, softcap=None, window=None,
-                        interpret=None, block_sizes: BlockSizes | None = None):
+def prefix_lm_attention(q: Float[Array, "B N H D"], k: Float[Array, "B N KVH D"],
+                        v: Float[Array, "B N KVH D"], segment_info: SegmentInfo, *,
+                        softcap=None, window=None, interpret=None,
+                        block_sizes: BlockSizes | None = None) -> Float[Array, "B N H D"]:
     """Prefix-LM self-attention, fused (Pallas), differentiable: ``general_attention``
     with the same metadata for queries and keys.
 

@@ -13,12 +13,15 @@ import jax.numpy as jnp
 
 from pgbench.kernels.attention import general_attention
 from pgbench.kernels.blocks import BlockSizes
+from pgbench.model.array_types import Array, Float
 from pgbench.model.masks import SegmentInfo
 
 
-def prefix_lm_decode_attention(q, k_cache, v_cache, q_info: SegmentInfo, k_info: SegmentInfo, *,
-                               softcap=None, window=None, interpret=None,
-                               block_sizes: BlockSizes | None = None):
+def prefix_lm_decode_attention(q: Float[Array, "B Nq H D"], k_cache: Float[Array, "B S KVH D"],
+                               v_cache: Float[Array, "B S KVH D"], q_info: SegmentInfo,
+                               k_info: SegmentInfo, *, softcap=None, window=None,
+                               interpret=None, block_sizes: BlockSizes | None = None
+                               ) -> Float[Array, "B Nq H D"]:
     """q: [B, Nq, H, D] (pre-scaled, Nq small); k_cache, v_cache: [B, S, KVH, D];
     q_info: SegmentInfo of [B, Nq]; k_info: SegmentInfo of [B, S].
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pgbench.model.array_types import Array, Float
 from pgbench.model.masks import SegmentInfo
 
 
@@ -23,8 +24,10 @@ def reference_mask(q_info: SegmentInfo, k_info: SegmentInfo, window=None):
     return m
 
 
-def reference_attention(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo | None = None, *,
-                        softcap=None, window=None):
+def reference_attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
+                        v: Float[Array, "B Nk KVH D"], q_info: SegmentInfo,
+                        k_info: SegmentInfo | None = None, *, softcap=None,
+                        window=None) -> Float[Array, "B Nq H D"]:
     """q: [B, Nq, H, D]; k, v: [B, Nk, KVH, D]; q_info / k_info (default q_info):
     SegmentInfo of [B, Nq] / [B, Nk] -> [B, Nq, H, D] (q's dtype)."""
     k_info = q_info if k_info is None else k_info

@@ -16,14 +16,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pgbench.model.array_types import Array, Float
 from pgbench.model.masks import SegmentInfo, prefix_lm_mask
 
 MASK_VALUE = -2.3819763e38  # big_vision's fill value for masked logits
 IMPLS = ("xla", "pallas", "cudnn")
 
 
-def attention(q, k, v, segment_info: SegmentInfo, *, kv_segment_info: SegmentInfo | None = None,
-              softcap=None, window=None, impl: str = "xla"):
+def attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
+              v: Float[Array, "B Nk KVH D"], segment_info: SegmentInfo, *,
+              kv_segment_info: SegmentInfo | None = None, softcap=None, window=None,
+              impl: str = "xla") -> Float[Array, "B Nq H D"]:
     """Prefix-LM attention with grouped KV heads.
 
     q: [B, Nq, H, hd], already scaled; k, v: [B, Nk, KVH, hd] with H % KVH == 0

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
+
+from pgbench.model.array_types import Bool, In, Int
 
 
 class SegmentInfo(NamedTuple):
@@ -27,9 +28,9 @@ class SegmentInfo(NamedTuple):
     positions (RoPE and the sliding window).
     """
 
-    ar_cumsum: jax.Array
-    valid: jax.Array
-    positions: jax.Array
+    ar_cumsum: Int[In, "B N"]
+    valid: Bool[In, "B N"]
+    positions: Int[In, "B N"]
 
     @classmethod
     def from_masks(cls, valid, mask_ar, positions=None) -> "SegmentInfo":

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from pgbench.config import PaliGemmaConfig
 from pgbench.model import gemma, siglip
+from pgbench.model.array_types import Array, Bool, Float, In, Int, Shaped
 from pgbench.model.gemma import Gemma
 from pgbench.model.layer_forms import stack_layers, unstack_layers
 from pgbench.model.masks import SegmentInfo
@@ -61,7 +62,8 @@ def with_layers(model: PaliGemma, *, stacked: bool) -> PaliGemma:
                        (convert(model.img.blocks), convert(model.llm.blocks)))
 
 
-def embed_image(model: PaliGemma, images, *, attn_impl: str = "xla"):
+def embed_image(model: PaliGemma, images: Float[In, "B H W 3"], *,
+                attn_impl: str = "xla") -> Float[Array, "B Nimg D"]:
     """images f32[B, H, W, 3] in [-1, 1] -> zimg [B, N_img, D] (never rescaled, as big_vision)."""
     return siglip.encode(model.img, images, impl=attn_impl)
 
@@ -81,8 +83,10 @@ def full_masks(n_img: int, input_mask, mask_ar):
     return valid, ar
 
 
-def forward(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_impl: str = "xla",
-            final_softcap: bool = True, compute_dtype=None):
+def forward(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+            input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], *, attn_impl: str = "xla",
+            final_softcap: bool = True,
+            compute_dtype=None) -> tuple[Float[Array, "B N V"], Float[Array, "B Nimg D"]]:
     """Scoring / training forward over the whole sequence.
 
     images f32[B, H, W, 3]; tokens i32[B, T]; input_mask bool[B, T]; mask_ar i32[B, T].
@@ -115,10 +119,11 @@ def text_hidden(model: PaliGemma, images, tokens, input_mask, mask_ar, *, attn_i
     return h[:, zimg.shape[1]:], model
 
 
-def suffix_loss(model: PaliGemma, images, tokens, input_mask, mask_ar, mask_loss, *,
-                label_smoothing: float = 0.0, attn_impl: str = "xla", final_softcap: bool = False,
-                compute_dtype=None, dropout: float = 0.0, dropout_key=None,
-                remat: str | None = None):
+def suffix_loss(model: PaliGemma, images: Float[In, "B H W 3"], tokens: Int[In, "B T"],
+                input_mask: Bool[In, "B T"], mask_ar: Int[In, "B T"], mask_loss: Shaped[In, "B T"],
+                *, label_smoothing: float = 0.0, attn_impl: str = "xla",
+                final_softcap: bool = False, compute_dtype=None, dropout: float = 0.0,
+                dropout_key=None, remat: str | None = None) -> Float[Array, " B"]:
     """Per-example mean next-token NLL over the suffix: f32[B] (big_vision's trainer).
 
     Feed tokens[:, :-1], predict tokens[:, 1:], weight by mask_loss[:, 1:] (suffix and EOS),
