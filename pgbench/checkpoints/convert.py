@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         cfg = convert(a.src, a.dst, family=a.family, options=a.options, max_shard_bytes=a.max_shard_bytes)
     except PgbenchError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as for every pgbench command
     print(f"wrote {a.dst} ({cfg.llm.family}, {cfg.vision.image_size}px, LLM {cfg.llm.width}x{cfg.llm.depth})")
     return 0
 

@@ -19,6 +19,15 @@ __all__ = ["infer_config", "validate", "expected_shapes", "apply_options"]
 _OPTION_FIELDS = {"query_pre_attn_norm", "attn_logits_softcap", "final_logits_softcap",
                   "sliding_window", "apply_sliding_window"}
 _QUERY_NORMS = ("rsqrt_head_dim", "rsqrt_emb_per_head")
+_OPTION_TYPES = {"query_pre_attn_norm": "a string", "attn_logits_softcap": "a number or null",
+                 "final_logits_softcap": "a number or null",
+                 "sliding_window": "a positive integer or null", "apply_sliding_window": "true or false"}
+_OPTION_CHECKS = {
+    "a string": lambda v: isinstance(v, str),
+    "a number or null": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "a positive integer or null": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "true or false": lambda v: isinstance(v, bool),
+}
 
 
 def validate(shapes: Mapping[str, tuple[int, ...]], cfg: PaliGemmaConfig, source: str = "checkpoint") -> None:
@@ -32,11 +41,17 @@ def apply_options(llm: GemmaConfig, options: Mapping[str, Any] | None, source: s
 
     A soft-cap of 0 means "off", as in big_vision's configs.
     """
+    if options is not None and not isinstance(options, Mapping):
+        raise CheckpointError(f"{source}: checkpoint options are {options!r}; expected a JSON object")
     options = dict(options or {})
     unknown = set(options) - _OPTION_FIELDS
     if unknown:
         raise CheckpointError(f"{source}: unknown checkpoint option(s) {sorted(unknown)}; "
                               f"known: {sorted(_OPTION_FIELDS)}")
+    for key, v in options.items():
+        want = _OPTION_TYPES[key]
+        if not _OPTION_CHECKS[want](v):
+            raise CheckpointError(f"{source}: option {key}={v!r}; expected {want}")
     for cap in ("attn_logits_softcap", "final_logits_softcap"):
         if cap in options and not options[cap]:
             options[cap] = None

@@ -120,3 +120,17 @@ def test_inconsistent_shapes_are_reported_by_key():
     shapes["img/pos_embedding"] = (1, 15, 32)
     with pytest.raises(CheckpointError, match="15 rows, not a square grid"):
         infer_config(shapes, source="ck.npz")
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"sliding_window": "8"}, "option sliding_window='8'; expected a positive integer or null"),
+    ({"sliding_window": 0}, "option sliding_window=0"),
+    ({"attn_logits_softcap": "50"}, "option attn_logits_softcap='50'; expected a number or null"),
+    ({"apply_sliding_window": 1}, "option apply_sliding_window=1; expected true or false"),
+    ({"query_pre_attn_norm": None}, "option query_pre_attn_norm=None; expected a string"),
+    (["sliding_window"], "checkpoint options are ['sliding_window']; expected a JSON object"),
+])
+def test_options_of_the_wrong_type_are_named(options, words):
+    with pytest.raises(CheckpointError) as e:
+        infer_config(expected_shapes(PRESETS["pg2-tiny"]), options=options, source="case.json")
+    assert str(e.value).startswith("case.json: ") and words in str(e.value)

@@ -129,5 +129,5 @@ def test_convert_npz_to_hf_and_back(tmp_path, case):
 def test_convert_reports_errors(tmp_path, capsys):
     from pgbench.checkpoints.convert import main
 
-    assert main([str(tmp_path / "missing.npz"), str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "missing.npz"), str(tmp_path / "out")]) == 2
     assert "missing.npz: no such checkpoint file" in capsys.readouterr().err
