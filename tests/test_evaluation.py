@@ -159,6 +159,25 @@ def test_generate_matches_one_example_at_a_time(env):
     assert all(len(c) >= 1 for c in chunks)
 
 
+def test_beam_search_matches_one_example_at_a_time(env):
+    """settings.beam > 1 decodes with decode.beam_decode; the best beam of each row equals a
+    one-example beam search (examples 0, 2, 6: one prompt bucket, one batch)."""
+    exs = env["task"].examples(env["data"], "val")
+    outs = [o for c in evaluation.generate(env["model"], env["cfg"], env["tok"], exs,
+                                           _settings(beam=2), data_dir=env["data"], todo=[6, 0, 2])
+            for o in c]
+    assert [o.index for o in outs] == [6, 0, 2]
+    tok = env["tok"]
+    for o in outs:
+        ex = exs[o.index]
+        x = images.preprocess(env["data"] / ex.image, env["cfg"].image_size)[None]
+        e = batching.encode_prefix(tok, ex.prefix, max_len=8)
+        ref = decode.beam_decode(env["model"], x, e["tokens"][None], e["input_mask"][None],
+                                 e["mask_ar"][None], max_new_tokens=MAX_NEW, beam_size=2,
+                                 eos_id=tok.eos_id)
+        np.testing.assert_array_equal(o.tokens, np.asarray(ref.tokens)[0])
+
+
 def test_vocabulary_mismatch_is_an_error(env):
     from pgbench.errors import InputError
 
