@@ -70,9 +70,12 @@ def top_fields(config: Any, source: str) -> _Fields:
 
 def _sizes_from_tensors(shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, int]:
     """ViT and LLM sizes that shapes reveal (heads and head_dim come from config.json)."""
-    def shape(name):
+    def shape(name, ndim):
         if name not in shapes:
             raise CheckpointError(f"{source}: missing tensor {name!r}; cannot infer the model size")
+        if len(shapes[name]) != ndim:
+            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(shapes[name])}; "
+                                  f"expected {ndim} dimensions")
         return shapes[name]
 
     def depth(prefix):
@@ -83,19 +86,19 @@ def _sizes_from_tensors(shapes: Mapping[str, tuple[int, ...]], source: str) -> d
             raise CheckpointError(f"{source}: layers {missing} missing under {prefix!r}")
         return len(idx)
 
-    c, _, p, p_w = shape(hm.VISION + "embeddings.patch_embedding.weight")
+    c, _, p, p_w = shape(hm.VISION + "embeddings.patch_embedding.weight", 4)
     if p != p_w:
         raise CheckpointError(f"{source}: non-square patch kernel {p}x{p_w}")
-    n = shape(hm.VISION + "embeddings.position_embedding.weight")[0]
+    n = shape(hm.VISION + "embeddings.position_embedding.weight", 2)[0]
     grid = math.isqrt(n)
     if grid * grid != n:
         raise CheckpointError(f"{source}: position_embedding has {n} rows, not a square grid")
-    vocab, width = shape(hm.TEXT + "embed_tokens.weight")
+    vocab, width = shape(hm.TEXT + "embed_tokens.weight", 2)
     return dict(vit_width=c, patch=p, image_size=grid * p,
                 vit_depth=depth(hm.VISION + "encoder.layers."),
-                vit_mlp=shape(hm.VISION + "encoder.layers.0.mlp.fc1.weight")[0],
+                vit_mlp=shape(hm.VISION + "encoder.layers.0.mlp.fc1.weight", 2)[0],
                 vocab=vocab, width=width, depth=depth(hm.TEXT + "layers."),
-                mlp=shape(hm.TEXT + "layers.0.mlp.gate_proj.weight")[0])
+                mlp=shape(hm.TEXT + "layers.0.mlp.gate_proj.weight", 2)[0])
 
 
 def config_from_hf(config: Any, shapes: Mapping[str, tuple[int, ...]], *,

@@ -354,3 +354,14 @@ def test_layers_of_one_array_in_different_dtypes(tmp_path):
     ck = HFCheckpoint(tmp_path)
     with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.down_proj\.weight' is float16.*llm/layers/mlp/linear"):
         ck.read("llm/layers/mlp/linear")
+
+
+@pytest.mark.parametrize("name", [f"{T}embed_tokens.weight", V + "embeddings.patch_embedding.weight",
+                                  V + "embeddings.position_embedding.weight"])
+def test_size_tensor_of_the_wrong_rank_is_named(tmp_path, name):
+    """Tensors the sizes are read from, flattened to 1-D: one error naming the tensor, not an
+    unpacking ValueError."""
+    _write_case("pg1_tiny", tmp_path)
+    _edit_tensors(tmp_path, lambda hf: hf.__setitem__(name, hf[name].reshape(-1)))
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' has shape"):
+        HFCheckpoint(tmp_path)
