@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-reference eval test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
+.PHONY: install install-reference eval transfer test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
 
 ## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
 install:
@@ -32,6 +32,17 @@ ifeq ($(strip $(TASK)),)
 	@$(VENV)/bin/pgbench tasks
 else
 	$(VENV)/bin/pgbench eval --task $(TASK) --checkpoint $(CKPT) --data $(DATA) $(if $(SPLIT),--split $(SPLIT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(ARGS)
+endif
+
+## make transfer TASK=rsvqa_lr BUDGET=256 CKPT=ckpt.npz DATA=DIR [SEED=0] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: fine-tune and score (docs/transfer.md).
+BUDGET  ?= full
+SEED    ?= 0
+transfer:
+ifeq ($(strip $(TASK)),)
+	@echo "usage: make transfer TASK=<task> BUDGET=<64|256|1k|4096|full> CKPT=<checkpoint> DATA=<benchmark folder> [SEED=S] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --hparams default ...\"]"
+	@echo "       (docs/transfer.md)"
+else
+	$(VENV)/bin/pgbench transfer --task $(TASK) --budget $(BUDGET) --seed $(SEED) --checkpoint $(CKPT) --data $(DATA) --run-dir $(or $(RUN_DIR),runs/transfer-$(TASK)-$(BUDGET)-s$(SEED)) $(ARGS)
 endif
 
 ## make test: the fast suite (what CI runs).

@@ -1,4 +1,4 @@
-"""Command line: ``pgbench eval | score | tasks | parity | predict | synth``.
+"""Command line: ``pgbench eval | score | tasks | transfer | parity | predict | synth``.
 
 Every subcommand prints one readable line for a bad input (no traceback) and exits 2;
 ``parity`` exits 0 only when every compared output passes.
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the tasks, their metric, splits and data layout")
     eval_cli.add_tasks_arguments(p)
     p.set_defaults(func=eval_cli.cmd_tasks)
+
+    from pgbench import transfer_cli
+
+    p = sub.add_parser("transfer", help="fine-tune a checkpoint on a task at an example budget")
+    transfer_cli.add_arguments(p)
+    p.set_defaults(func=transfer_cli.main)
 
     p = sub.add_parser("parity", help="compare pgbench with a reference implementation")
     p.add_argument("--reference", nargs="+", metavar="DIR",

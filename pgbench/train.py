@@ -205,7 +205,7 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     if total <= 0:
         raise InputError(f"training would run {total} steps; give --steps or --epochs > 0")
 
-    tok = Tokenizer(cfg.tokenizer)
+    tok = Tokenizer(cfg.tokenizer, require_locseg=False)
     text_len = cfg.text_len or fit_text_len(tok, subset)
     model, mcfg = load_checkpoint(cfg.checkpoint, family=cfg.family, dtype=cfg.param_dtype)
     mask = optim.trainable_mask(model, hp["freeze"])

@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="task name (tasks/<name>.py or --tasks-dir)")
     p.add_argument("--data", required=True, metavar="DIR", help="the benchmark's files, official layout")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="big_vision .npz or Hugging Face directory")
-    p.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer.model or tokenizer.json")
+    p.add_argument("--tokenizer", metavar="FILE",
+                   help="tokenizer.model or tokenizer.json (default: the one in an HF checkpoint directory)")
     p.add_argument("--run-dir", required=True, metavar="DIR", help="outputs; re-run with the same flags to resume")
     p.add_argument("--budget", default="full", help="training examples: 64, 256, 1k, 4096, ... or full")
     p.add_argument("--seed", type=int, default=0, help="picks the examples, their order, targets and dropout")
@@ -64,8 +65,11 @@ def _options(pairs):
 
 
 def config_from_args(args: argparse.Namespace) -> TransferConfig:
+    from pgbench.evaluation import resolve_tokenizer_path
+
+    tokenizer = str(resolve_tokenizer_path(args.checkpoint, args.tokenizer))
     return TransferConfig(
-        task=args.task, data=args.data, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+        task=args.task, data=args.data, checkpoint=args.checkpoint, tokenizer=tokenizer,
         run_dir=args.run_dir, budget=budgets.parse_budget(args.budget), seed=args.seed,
         hparams=args.hparams, epochs=args.epochs, steps=args.steps, batch=args.batch,
         micro_batch=args.micro_batch, lr=args.lr, wd=args.wd, dropout=args.dropout,

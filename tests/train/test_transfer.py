@@ -84,3 +84,29 @@ def test_non_finite_loss_stops_naming_step_and_checkpoint(files, tmp_path):
     with pytest.raises(TrainingError, match=r"at step \d+; stopped. Last good checkpoint: .*checkpoints/2"):
         run_transfer(_cfg(files, tmp_path / "run", steps=40, lr=1e30, ckpt_every=2, clip_norm=0.0),
                      log=lambda *a: None)
+
+
+@pytest.mark.slow  # a training run and two evaluations through the CLI (~40 s)
+def test_cli_transfer_trains_evaluates_and_exports(files, tmp_path, capsys):
+    from pgbench.cli import main
+
+    run = tmp_path / "run"
+    argv = ["transfer", "--task", "tinycolours", "--data", files["data"], "--checkpoint", files["checkpoint"],
+            "--tokenizer", files["tokenizer"], "--run-dir", str(run), "--budget", "3", "--steps", "4",
+            "--batch", "2", "--micro-batch", "1", "--lr", "1e-3", "--family", "gemma1", "--eval-every", "2",
+            "--tasks-dir", files["tasks_dir"][0], "--no-progress", "--remat", "none"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 steps on 3 examples" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["examples"] == 3 and config["resolved"]["micro_batch"] == 1
+    assert len(json.loads((run / "subset.json").read_text())) == 3
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert results["num_examples"] == 4 and "accuracy" in results["metrics"]
+    assert (run / "eval" / "step_2" / "results.json").is_file()
+    assert (run / "export" / "model.npz").is_file() and (run / "export" / "hf" / "config.json").is_file()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "eval" in lines[1] and lines[1]["step"] == 2
+    # A bad flag value is one readable line and exit status 2.
+    assert main([*argv, "--budget", "lots"]) == 2
+    assert "--budget 'lots'" in capsys.readouterr().err
