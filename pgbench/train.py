@@ -288,7 +288,7 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
 def export_model(model, out_dir: Path) -> dict[str, str]:
     """The trained model as a big_vision ``.npz`` and a Hugging Face directory."""
     from pgbench.checkpoints import write_bigvision_npz, write_hf_dir
-    from pgbench.model.params import to_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import to_bigvision_params
 
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: np.ascontiguousarray(v) for k, v in to_bigvision_params(model).items()}

@@ -46,7 +46,8 @@ TASK = Task(name="tinycolours", metric="exact_match", splits=("train", "val"), e
 
 def write_checkpoint(path: Path, seed: int = 0) -> Path:
     from pgbench.checkpoints import write_bigvision_npz
-    from pgbench.model.params import init_params, to_bigvision_params
+    from pgbench.checkpoints.bigvision_layout import to_bigvision_params
+    from pgbench.checkpoints.random_params import init_params
 
     model = init_params(PRESETS["pg1-tiny"], jax.random.key(seed))
     write_bigvision_npz({k: np.ascontiguousarray(v) for k, v in to_bigvision_params(model).items()}, path)
