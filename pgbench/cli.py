@@ -61,6 +61,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from pgbench.synth import generate
 
+    if args.vae and args.vae_steps < 1:
+        raise PgbenchError(f"--vae-steps must be at least 1, got {args.vae_steps}")
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else generate.FAMILIES
     manifest = generate.generate(args.out, seed=args.seed, sizes=generate.parse_sizes(args.sizes or ""),
                                  family_names=families, image_size=args.image_size)
@@ -79,8 +81,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.vae:
         from pgbench.synth import vae
 
-        if args.vae_steps < 1:
-            raise PgbenchError(f"--vae-steps must be at least 1, got {args.vae_steps}")
         card = vae.build(args.vae, seed=args.seed, steps=args.vae_steps)
         print(f"wrote {args.vae}: {card['steps']} steps in {card['seconds']} s; held-out mask IoU "
               f"{card['held_out_iou']:.3f} through the codes (whole box {card['full_box_iou']:.3f})")

@@ -117,6 +117,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     (["--sizes", "train=-1"], "--sizes"),
     (["--sizes", "dev=3"], "--sizes"),
     (["--image-size", "8"], "at least 32"),
+    (["--vae", "v.npz", "--vae-steps", "0"], "--vae-steps"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
     assert cli.main(["synth", "--out", str(tmp_path / "x"), *argv]) == 2
