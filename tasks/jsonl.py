@@ -4,20 +4,23 @@ Layout: ``<split>.jsonl`` under ``--data`` (splits train/val/test); ``image`` is
 relative to the data directory (or absolute); ``suffix`` is one reference string or a list of
 them (each is both a reference and a training target). Example id =
 the line's ``id`` if given, else its 1-based line number. Option ``metric`` picks the
-scorer: exact_match (default), vqa_accuracy, anls, relaxed_accuracy, coco_caption;
-option ``to_lower`` lower-cases predictions and references for exact_match/relaxed_accuracy.
+scorer: exact_match (default), vqa_accuracy, anls, relaxed_accuracy, coco_caption,
+detection_map (prediction and first reference parsed as PaliGemma detection strings
+``<locY1><locX1><locY2><locX2> label ; …``; boxes compared in loc-bin units, which gives the
+pixel IoUs since box IoU does not change when x and y are scaled; no confidence, so every
+box scores 1.0); option ``to_lower`` lower-cases predictions and references for exact_match/relaxed_accuracy.
 This is pgbench's own format (big_vision's ``datasets/jsonl.py`` reads the same kind of lines).
 """
 
 import json
 from pathlib import Path
 
-from pgbench import taskio
-from pgbench.scoring import anls, caption, short_answer, vqa
+from pgbench import structured, taskio
+from pgbench.scoring import anls, caption, detection, short_answer, vqa
 from pgbench.task import Example, Task, TaskError
 
 SPLITS = ("train", "val", "test")
-METRICS = ("exact_match", "vqa_accuracy", "anls", "relaxed_accuracy", "coco_caption")
+METRICS = ("exact_match", "vqa_accuracy", "anls", "relaxed_accuracy", "coco_caption", "detection_map")
 
 
 def expected_files(data_dir: Path, split, options):
@@ -53,6 +56,12 @@ def load(data_dir: Path, split, options):
     return out
 
 
+def _boxes(text: str) -> list[dict]:
+    """Objects of a detection string as ``{"box": [x1, y1, x2, y2] in loc bins, "label"}``."""
+    return [{"box": [o.bins[1], o.bins[0], o.bins[3], o.bins[2]], "label": o.label}
+            for o in structured.parse_detections(text).objects]
+
+
 def score(examples, predictions, options):
     examples = taskio.labelled(examples, "jsonl")
     preds, refs = taskio.aligned(examples, predictions), [list(e.references) for e in examples]
@@ -67,6 +76,8 @@ def score(examples, predictions, options):
         return anls.anls(preds, refs)
     if metric == "coco_caption":
         return caption.coco_caption(preds, refs)
+    if metric == "detection_map":
+        return detection.detection_map([_boxes(p) for p in preds], [_boxes(r[0] if r else "") for r in refs])
     raise TaskError(f"jsonl: option metric={metric!r} is not one of {', '.join(METRICS)}")
 
 

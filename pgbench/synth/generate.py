@@ -63,6 +63,8 @@ TASK_NAME = {f: f for f in FAMILIES} | {"detection": "jsonl"}
 METRIC = {"vqav2": "vqa_accuracy", "cococap": "coco_caption", "refcoco_seg": "refcoco_miou",
           "textvqa": "vqa_accuracy", "docvqa": "anls", "rsvqa_lr": "rsvqa_accuracy",
           "detection": "detection_map"}
+# Adapter options a family needs (the detection lines are scored as detection strings).
+TASK_OPTIONS = {"detection": {"metric": "detection_map"}}
 # Splits whose official release has no answers.
 ORACLE_DIR = "oracle"
 UNLABELLED = {("vqav2", "test-dev2015"), ("textvqa", "test"), ("docvqa", "test")}
@@ -309,7 +311,8 @@ def generate(out: str | Path, seed: int = 0, sizes: Mapping[str, int] | None = N
             formats.write_jsonl(out / ORACLE_DIR / family / f"{split}.jsonl",
                                 [{"id": i, "prediction": a} for i, a in answers.items()])
         manifest["families"][family] = {
-            "task": TASK_NAME[family], "data": family, "metric": METRIC[family],
+            "task": TASK_NAME[family], "options": TASK_OPTIONS.get(family, {}), "data": family,
+            "metric": METRIC[family],
             "splits": {g: list(SPLIT_NAMES[family][g]) for g in GENERIC_SPLITS},
             "eval_split": EVAL_SPLIT[family], "examples": {s: len(a) for s, a in oracle.items()},
             "oracle": {s: f"{ORACLE_DIR}/{family}/{s}.jsonl" for s in oracle},

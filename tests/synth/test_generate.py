@@ -52,7 +52,7 @@ def _oracle(root: Path, path: str) -> dict[str, str]:
 
 
 def _options(info) -> dict:
-    return {"metric": "exact_match"} if info["task"] == "jsonl" else {}
+    return info["options"]
 
 
 def test_every_family_reads_back_through_its_adapter(synth_dir):
@@ -72,7 +72,7 @@ def test_every_family_reads_back_through_its_adapter(synth_dir):
 
 # The headline key of each metric, and its maximum on the generator's own answers.
 MAXIMUM = {"vqav2": ("accuracy", 1.0), "textvqa": ("accuracy", 1.0), "docvqa": ("anls", 1.0),
-           "rsvqa_lr": ("accuracy_average", 1.0), "detection": ("exact_match", 1.0),
+           "rsvqa_lr": ("accuracy_average", 1.0), "detection": ("map", 1.0),
            "cococap": ("bleu_4", 1.0)}  # a reference caption: BLEU-4 = 1 (CIDEr has no fixed maximum)
 
 
@@ -97,7 +97,7 @@ def test_chance_is_well_below_the_maximum(family):
     """Measured on text-only records (nothing drawn), at a size where priors settle."""
     recs = generate.sample_records(family, seed=0, sizes={"train": 300, "val": 100, "test": 100}, image_size=64)
     level = chance.chance_level(family, recs)
-    assert level["metric"] == MAXIMUM.get(family, ("miou",))[0] or family == "detection"
+    assert level["metric"] == MAXIMUM.get(family, ("miou",))[0]
     assert 0.0 <= level["score"] < 0.75
 
 
