@@ -77,12 +77,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", metavar="PATH",
                    help="vae-oid.npz for segmentation tasks (passed as the task option `vae`)")
     p.add_argument("--threads", type=int, metavar="N", help="image-loading threads (default: CPUs, at most 8)")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: call jax.distributed.initialize (cluster auto-detected, "
-                        "or --coordinator/--num-processes/--process-id)")
-    p.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed")
-    p.add_argument("--num-processes", type=int, metavar="N", help="with --distributed")
-    p.add_argument("--process-id", type=int, metavar="I", help="with --distributed")
+    sharding.add_distributed_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -110,23 +105,6 @@ def _print_results(results: dict, run_dir: Path | None) -> None:
               f"(e.g. {shown})", file=sys.stderr)
     if run_dir is not None:
         print(f"results in {run_dir / rundir.RESULTS_JSON}", file=sys.stderr)
-
-
-def _distributed(args) -> tuple[int, int, object]:
-    if not args.distributed:
-        return 0, 1, None
-    import jax
-    from jax.experimental import multihost_utils
-
-    kw = {k: v for k, v in (("coordinator_address", args.coordinator),
-                            ("num_processes", args.num_processes),
-                            ("process_id", args.process_id)) if v is not None}
-    try:
-        jax.distributed.initialize(**kw)
-    except (RuntimeError, ValueError) as e:
-        raise InputError(f"--distributed: jax.distributed.initialize failed ({e}); outside a "
-                         "detected cluster pass --coordinator, --num-processes and --process-id") from None
-    return jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -158,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings.check()
     run_dir = Path(args.run_dir) if args.run_dir else (
         Path("runs") / "eval" / f"{task.name}-{split}-{ckpt.name.removesuffix('.npz')}")
-    process_index, process_count, barrier = _distributed(args)
+    process_index, process_count, barrier = sharding.initialize_distributed(args)
     req = evaluation.EvalRequest(
         task=task, data=Path(args.data), checkpoint=ckpt, tokenizer=tokenizer, run_dir=run_dir,
         split=split, options=options, limit=args.limit, family=args.family, dtype=args.dtype,

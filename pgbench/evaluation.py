@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from pgbench import data, rundir
+from pgbench import data, rundir, sharding
 from pgbench.errors import InputError
 from pgbench.task import Example, Task
 
@@ -38,41 +38,10 @@ IDENTITY_KEYS = ("task", "split", "data", "checkpoint", "tokenizer", "family", "
 # Devices
 
 
-def local_mesh(devices: Sequence | None = None):
-    """A 1-D ``jax.sharding.Mesh`` named ``("data",)`` over ``devices`` (default: every local
-    device)."""
-    import jax
-
-    devs = list(devices if devices is not None else jax.local_devices())
-    return jax.sharding.Mesh(np.array(devs), ("data",))
-
-
 def round_batch(batch_size: int, mesh) -> int:
     """The batch size rounded up to a multiple of the mesh's device count."""
     n = mesh.devices.size
     return -(-batch_size // n) * n
-
-
-def replicate(model, mesh):
-    """Every array of ``model`` copied onto each device of ``mesh`` (no-op on one device)."""
-    import equinox as eqx
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    if mesh.devices.size == 1:
-        return model
-    arrays, rest = eqx.partition(model, eqx.is_array)
-    arrays = jax.device_put(arrays, NamedSharding(mesh, PartitionSpec()))
-    return eqx.combine(arrays, rest)
-
-
-def _shard(x: np.ndarray, mesh):
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    if mesh.devices.size == 1:
-        return x
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,9 +125,9 @@ def generate(model, cfg, tok, examples: Sequence[Example], settings: DecodeSetti
 
     settings.check()
     todo = list(range(len(examples)) if todo is None else todo)
-    mesh = mesh if mesh is not None else local_mesh()
+    mesh = mesh if mesh is not None else sharding.local_mesh()
     batch_size = round_batch(settings.batch_size, mesh)
-    model = replicate(model, mesh)
+    model = sharding.replicate(model, mesh)
     sampler = settings.sampler or decode.Sampler()
     key = jax.random.key(settings.seed)
 
@@ -181,7 +150,7 @@ def generate(model, cfg, tok, examples: Sequence[Example], settings: DecodeSetti
         pad = [idx[0]] * (batch_size - n)  # copies of the first row: same shapes, one compile
         text = data.text_batch(prompts_by_index, idx + pad, length, tok.pad_id)
         imgs = np.stack([b.image for b in batch] + [batch[0].image] * len(pad))
-        args = [_shard(a, mesh) for a in (imgs, text["tokens"], text["input_mask"],
+        args = [sharding.shard_rows(a, mesh) for a in (imgs, text["tokens"], text["input_mask"],
                                          text["mask_ar"])]
         if settings.beam > 1:
             out = decode.beam_decode(model, *args, max_new_tokens=settings.max_new_tokens,
@@ -353,7 +322,7 @@ def evaluate(req: EvalRequest, *, process_index: int = 0, process_count: int = 1
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"task {task.name} split {split!r}: example id {dup!r} occurs twice")
-    mesh = mesh if mesh is not None else local_mesh()
+    mesh = mesh if mesh is not None else sharding.local_mesh()
     run_dir = Path(req.run_dir)
     config = resolved_config(req, split, options, mesh, process_count)
     if process_index == 0:

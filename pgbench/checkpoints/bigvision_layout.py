@@ -189,21 +189,23 @@ def _gemma_fields(take, has_key, cfg: PaliGemmaConfig, owned: bool = False):
         yield f, take(GEMMA_BLOCKS[f]) if g.post_norms else None
 
 
-def _build_blocks(cls, fields, depth: int, stacked: bool, to_jax):
-    """Per-field numpy arrays [L, ...] -> one stacked ``cls`` or a tuple of per-layer ones."""
+def _build_blocks(cls, fields, depth: int, stacked: bool, to_jax, prefix: str):
+    """Per-field numpy arrays [L, ...] -> one stacked ``cls`` or a tuple of per-layer ones.
+    ``to_jax(array, name)`` gets the model's parameter name (``{prefix}/gate``, per layer
+    ``{prefix}/3/gate``)."""
     if stacked:
-        return cls(**{f: None if w is None else to_jax(w) for f, w in fields})
+        return cls(**{f: None if w is None else to_jax(w, f"{prefix}/{f}") for f, w in fields})
     layers = [{} for _ in range(depth)]
     for f, w in fields:
         for i in range(depth):
-            layers[i][f] = None if w is None else to_jax(w[i])
+            layers[i][f] = None if w is None else to_jax(w[i], f"{prefix}/{i}/{f}")
         del w
     return tuple(cls(**kw) for kw in layers)
 
 
 def from_bigvision_params(flat: ParamSource | Mapping[str, np.ndarray], cfg: PaliGemmaConfig, *,
                           dtype=None, source: str = "checkpoint", consume: bool = False,
-                          stacked: bool = True) -> PaliGemma:
+                          stacked: bool = True, sharding=None) -> PaliGemma:
     """Build the model from big_vision-named parameters (checked first against ``cfg``).
 
     ``flat`` is a ``ParamSource`` (a checkpoint reader, random weights) or a plain dict.
@@ -212,6 +214,9 @@ def from_bigvision_params(flat: ParamSource | Mapping[str, np.ndarray], cfg: Pal
     they are converted), become the model's memory: a large checkpoint never exists twice,
     and kernels and the MLP's gating array are reordered in place. ``stacked=False``
     builds both towers' layers as tuples of per-layer blocks (see ``layer_forms.py``).
+    ``sharding(name, shape) -> jax.sharding.Sharding`` (``name`` the model's parameter
+    name, e.g. ``llm/blocks/gate``): each tensor is cast on the host and copied straight
+    into its shards on their devices, never whole onto one device (see ``pgbench.sharding``).
     """
     src = as_source(flat, give=consume)
     owned = src.fresh
@@ -222,7 +227,9 @@ def from_bigvision_params(flat: ParamSource | Mapping[str, np.ndarray], cfg: Pal
         arr = src.read(key)
         return arr if isinstance(arr, jax.Array) else np.asarray(arr)  # jax arrays (and tracers) stay
 
-    def to_jax(arr):
+    def to_jax(arr, name: str):
+        if sharding is not None:
+            return _to_shards(arr, sharding(name, arr.shape), dtype)
         if isinstance(arr, jax.Array) or (dtype is not None and np.dtype(dtype) != arr.dtype):
             return jnp.asarray(arr, dtype=dtype)
         # A handed-over array is ours: device_put shares a 64-byte aligned C-contiguous
@@ -230,14 +237,24 @@ def from_bigvision_params(flat: ParamSource | Mapping[str, np.ndarray], cfg: Pal
         return jax.device_put(arr) if owned else jnp.array(arr)
 
     img_blocks = _build_blocks(EncoderBlocks, _siglip_fields(take, cfg, owned=owned), cfg.vision.depth,
-                               stacked, to_jax)
+                               stacked, to_jax, "img/blocks")
     img_top = {f: take(k) for f, k in SIGLIP_TOP.items()}
     img_top["head_kernel"] = _out_in(img_top["head_kernel"], owned)
-    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(w) for f, w in img_top.items()})
+    img = SigLIP(blocks=img_blocks, cfg=cfg.vision, **{f: to_jax(w, f"img/{f}") for f, w in img_top.items()})
     llm_blocks = _build_blocks(DecoderBlocks, _gemma_fields(take, shapes.__contains__, cfg, owned=owned),
-                               cfg.llm.depth, stacked, to_jax)
-    llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k)) for f, k in GEMMA_TOP.items()})
+                               cfg.llm.depth, stacked, to_jax, "llm/blocks")
+    llm = Gemma(blocks=llm_blocks, cfg=cfg.llm, **{f: to_jax(take(k), f"llm/{f}") for f, k in GEMMA_TOP.items()})
     return PaliGemma(img=img, llm=llm, name=cfg.name)
+
+
+def _to_shards(arr, sharding, dtype):
+    """A host array (or view) -> a jax.Array laid out by ``sharding``: each device receives
+    only its own slice, copied out of ``arr`` (cast to ``dtype`` on the host first)."""
+    if isinstance(arr, jax.Array):
+        return jax.device_put(arr if dtype is None else arr.astype(dtype), sharding)
+    if dtype is not None and np.dtype(dtype) != arr.dtype:
+        arr = arr.astype(dtype)
+    return jax.make_array_from_callback(arr.shape, sharding, lambda index: np.ascontiguousarray(arr[index]))
 
 
 def _stacked_numpy(blocks) -> dict[str, np.ndarray | None]:

@@ -3,7 +3,8 @@
 - ``xla``: plain einsum + mask (the reference; materialises the [Nq, Nk] scores),
 - ``pallas``: the fused prefix-LM flash-attention kernels in ``pgbench.kernels``
   (``prefix_lm_attention`` for self-attention, ``prefix_lm_decode_attention`` for
-  queries against a KV cache),
+  queries against a KV cache); under a mesh in context (``jax.set_mesh``) they run per
+  device over its examples (``sharding.batch_parallel``),
 - ``cudnn``: ``jax.nn.dot_product_attention`` with an explicit mask (no soft-cap
   support there, so soft-capped models fall back to ``xla``).
 
@@ -50,11 +51,13 @@ def attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
         return _xla(q, k, v, q_info, k_info, softcap, window)
     if impl == "pallas":
         from pgbench import kernels  # lazily: the model must not need Pallas to import
+        from pgbench.sharding import batch_parallel  # XLA cannot split a Pallas call: shard_map
         if kv_segment_info is None:
-            return kernels.prefix_lm_attention(q, k, v, q_info, softcap=softcap, window=window)
+            return batch_parallel(kernels.prefix_lm_attention, q, k, v, q_info, softcap=softcap,
+                                  window=window)
         # queries against a cache: the query heads sharing a KV head go in one tile
-        return kernels.prefix_lm_decode_attention(q, k, v, q_info, k_info, softcap=softcap,
-                                                  window=window)
+        return batch_parallel(kernels.prefix_lm_decode_attention, q, k, v, q_info, k_info,
+                              softcap=softcap, window=window)
     if impl == "cudnn":
         if softcap is not None:
             return _xla(q, k, v, q_info, k_info, softcap, window)
