@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from pgbench import sharding
 from pgbench.errors import CheckpointError, InputError
 
 
