@@ -64,8 +64,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.vae and args.vae_steps < 1:
         raise PgbenchError(f"--vae-steps must be at least 1, got {args.vae_steps}")
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else generate.FAMILIES
-    manifest = generate.generate(args.out, seed=args.seed, sizes=generate.parse_sizes(args.sizes or ""),
-                                 family_names=families, image_size=args.image_size)
+    sizes = generate.parse_sizes(args.sizes or "")
+    generate.check_families(families)
+    generate.check_image_size(args.image_size)
+    if args.vae:  # first: refcoco_seg's oracle answers are encoded with it
+        from pgbench.synth import vae
+
+        card = vae.build(args.vae, seed=args.seed, steps=args.vae_steps)
+        print(f"wrote {args.vae}: {card['steps']} steps in {card['seconds']} s; held-out mask IoU "
+              f"{card['held_out_iou']:.3f} through the codes (whole box {card['full_box_iou']:.3f})")
+    manifest = generate.generate(args.out, seed=args.seed, sizes=sizes, family_names=families,
+                                 image_size=args.image_size, vae_path=args.vae)
     for name, fam in manifest["families"].items():
         chance = fam["chance"]["score"]
         shown = "n/a" if chance is None else f"{chance:.3f}"
@@ -78,12 +87,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         tokenizer.build(args.tokenizer, seed=args.seed, images=manifest["sizes"]["train"],
                         vocab_size=args.vocab_size)
         print(f"wrote {args.tokenizer}/tokenizer.model and tokenizer.json")
-    if args.vae:
-        from pgbench.synth import vae
-
-        card = vae.build(args.vae, seed=args.seed, steps=args.vae_steps)
-        print(f"wrote {args.vae}: {card['steps']} steps in {card['seconds']} s; held-out mask IoU "
-              f"{card['held_out_iou']:.3f} through the codes (whole box {card['full_box_iou']:.3f})")
     return 0
 
 
@@ -135,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the default model's SentencePiece tokenizer on the training text")
     p.add_argument("--vocab-size", type=int, default=1664, help="tokenizer pieces (with --tokenizer)")
     p.add_argument("--vae", metavar="FILE",
-                   help="also train the segmentation VQ-VAE on the synthetic masks (vae-oid.npz layout)")
+                   help="also train the segmentation VQ-VAE on the synthetic masks (vae-oid.npz layout); "
+                        "refcoco_seg's oracle answers then carry mask codes")
     p.add_argument("--vae-steps", type=int, default=300, help="VQ-VAE training steps (with --vae)")
     p.set_defaults(func=cmd_synth)
 

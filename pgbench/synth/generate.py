@@ -15,7 +15,7 @@ Layout under ``--out``::
                            the generator's own answer per example id, as ``{"id",
                            "prediction"}`` lines (what ``pgbench score`` reads): scoring it
                            gives the metric's maximum (captions: one of the references;
-                           refcoco_seg: the box only, its mask codes need a VQ-VAE)
+                           refcoco_seg: box and mask codes with ``vae_path``, else the box)
 
 Sizes count *images* per generic split (train / val / test); each image carries a few
 examples (questions, referring sentences, ...). Generic splits map to the benchmark's own
@@ -153,9 +153,12 @@ def refcoco_split(split: str, index: int) -> str:
     return names[index % len(names)]
 
 
-def _write_refcoco(root: Path, recs: dict[str, list[dict]]) -> Oracle:
-    """The oracle answer of a sentence is its object's box as 4 ``<loc>`` tokens (the 16
-    ``<seg>`` codes need a VQ-VAE encoder, see :func:`pgbench.segmentation.mask_to_string`)."""
+def _write_refcoco(root: Path, recs: dict[str, list[dict]], vae=None) -> Oracle:
+    """The oracle answer of a sentence is its object's training target, 4 ``<loc>`` and 16
+    ``<seg>`` tokens encoded with ``vae`` (a :class:`pgbench.segmentation.VQVAE`), or only
+    the 4 ``<loc>`` tokens of its box without one."""
+    from pgbench import segmentation
+
     refs, anns, sizes, images = [], [], {}, {}
     oracle: Oracle = {}
     for split in GENERIC_SPLITS:
@@ -174,8 +177,12 @@ def _write_refcoco(root: Path, recs: dict[str, list[dict]]) -> Oracle:
                 sents = [{"sent_id": img * 100 + j * 10 + s, "sent": t} for s, t in enumerate(ref["sentences"])]
                 refs.append({"ref_id": img * 10 + j, "ann_id": img * 10 + ref["object"], "image_id": img,
                              "split": name, "category_id": REFCOCO_CATEGORIES[o.shape], "sentences": sents})
-                box = detection_suffix({"objects": [("", _xyxy(o))]}, scene.size).strip()
-                oracle.setdefault(name, {}).update({str(t["sent_id"]): box for t in sents})
+                if vae is None:
+                    answer = detection_suffix({"objects": [("", _xyxy(o))]}, scene.size).strip()
+                else:
+                    box = segmentation.coco_box_to_normalized(o.bbox_xywh(), scene.size, scene.size)
+                    answer = segmentation.mask_to_string(vae, scenes.polygon_mask(o.polygon(), scene.size), box)
+                oracle.setdefault(name, {}).update({str(t["sent_id"]): answer for t in sents})
     formats.write_refcoco(root, "refcoco", "unc", refs, anns, sizes, images)
     return oracle
 
@@ -289,29 +296,43 @@ def check_families(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_image_size(image_size: int) -> int:
+    if image_size < 32:
+        raise InputError(f"--image-size must be at least 32 pixels, got {image_size}")
+    return image_size
+
+
 def generate(out: str | Path, seed: int = 0, sizes: Mapping[str, int] | None = None,
              family_names: Sequence[str] = FAMILIES, image_size: int = DEFAULT_IMAGE_SIZE,
-             with_chance: bool = True) -> dict:
+             with_chance: bool = True, vae_path: str | Path | None = None) -> dict:
     """Write the chosen families under ``out`` and ``out/manifest.json``; returns the manifest.
 
     ``with_chance=False`` leaves the chance levels out (the caption one runs Java for seconds).
+    ``vae_path`` (a vae-oid.npz-layout VQ-VAE): refcoco_seg's oracle answers carry their 16
+    mask codes, and its manifest options name the file (the adapter needs it to score).
     """
     from pgbench.synth import chance
 
     out = Path(out)
     sizes = dict(DEFAULT_SIZES | dict(sizes or {}))
-    if image_size < 32:
-        raise InputError(f"--image-size must be at least 32 pixels, got {image_size}")
+    check_image_size(image_size)
     manifest: dict[str, Any] = {"generator": "pgbench synth", "seed": seed, "sizes": sizes,
                                 "image_size": image_size, "families": {}}
     for family in check_families(family_names):
         recs = sample_records(family, seed, sizes, image_size)
-        oracle = WRITERS[family](out / family, recs)
+        options = dict(TASK_OPTIONS.get(family, {}))
+        if family == "refcoco_seg" and vae_path is not None:
+            from pgbench import segmentation
+
+            options["vae"] = str(Path(vae_path).resolve())
+            oracle = _write_refcoco(out / family, recs, segmentation.load_vqvae(vae_path))
+        else:
+            oracle = WRITERS[family](out / family, recs)
         for split, answers in oracle.items():
             formats.write_jsonl(out / ORACLE_DIR / family / f"{split}.jsonl",
                                 [{"id": i, "prediction": a} for i, a in answers.items()])
         manifest["families"][family] = {
-            "task": TASK_NAME[family], "options": TASK_OPTIONS.get(family, {}), "data": family,
+            "task": TASK_NAME[family], "options": options, "data": family,
             "metric": METRIC[family],
             "splits": {g: list(SPLIT_NAMES[family][g]) for g in GENERIC_SPLITS},
             "eval_split": EVAL_SPLIT[family], "examples": {s: len(a) for s, a in oracle.items()},

@@ -3,6 +3,8 @@ short training run that reconstructs held-out masks better than the whole box do
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -52,12 +54,12 @@ def test_refcoco_oracle_through_a_trained_vae_scores_near_the_maximum(tmp_path):
 
     card = synth_vae.build(tmp_path / "vae.npz", seed=0, steps=150, log_every=0)
     manifest = generate.generate(tmp_path / "d", seed=0, sizes={"train": 1, "val": 6, "test": 1},
-                                 family_names=["refcoco_seg"], image_size=64)
+                                 family_names=["refcoco_seg"], image_size=64, vae_path=card["path"])
+    info = manifest["families"]["refcoco_seg"]
     task = load_task("refcoco_seg")
-    opts = task.resolve_options({"vae": card["path"]})
+    opts = task.resolve_options(info["options"])
     examples = task.examples(tmp_path / "d" / "refcoco_seg", "val", opts)
-    vae = segmentation.load_vqvae(card["path"])
-    module = __import__("pgbench_tasks.refcoco_seg", fromlist=["target_string"])
-    preds = {e.id: module.target_string(e, vae) for e in examples}
-    miou = task.score(examples, preds, opts)["miou"]
-    assert miou > 0.85 and miou > manifest["families"]["refcoco_seg"]["chance"]["score"] + 0.5
+    oracle = [json.loads(line) for line in (tmp_path / "d" / info["oracle"]["val"]).read_text().splitlines()]
+    assert all(o["prediction"].count("<seg") == 16 for o in oracle)
+    miou = task.score(examples, {o["id"]: o["prediction"] for o in oracle}, opts)["miou"]
+    assert miou > 0.85 and miou > info["chance"]["score"] + 0.5
