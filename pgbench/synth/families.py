@@ -323,15 +323,23 @@ def sample_rsvqa(rng: np.random.Generator, image_id: int, size: int) -> Record:
     if rng.random() < 0.4:
         qs.append(dict(type="rural_urban", question="Is it a rural or an urban area",
                        answer="urban" if scene.urban else "rural"))
-    kind = _pick(rng, list(_RS_NAMES))
+    # Presence and comparison answers are balanced: draw the answer first, then a question
+    # with that answer when the tile has one (otherwise any question), so a blind guess
+    # per type sits near 50 %.
+    want = bool(rng.random() < 0.5)
+    kinds = [str(k) for k in rng.permutation(list(_RS_NAMES))]
+    kind = next((k for k in kinds if bool(counts[k]) == want), kinds[0])
     qs.append(dict(type="presence", question=_pick(rng, [f"Is there {_RS_NAMES[kind][0]}?",
                                                          f"Are there {_RS_NAMES[kind][1]}?"]),
                    answer="yes" if counts[kind] else "no"))
-    a, b = (str(k) for k in rng.choice(list(_RS_NAMES), size=2, replace=False))
-    if rng.random() < 0.5:
-        q, ans = f"Are there more {_RS_NAMES[a][1]} than {_RS_NAMES[b][1]}?", counts[a] > counts[b]
-    else:
-        q, ans = f"Is the number of {_RS_NAMES[a][1]} equal to the number of {_RS_NAMES[b][1]}?", counts[a] == counts[b]
+    want = bool(rng.random() < 0.5)
+    comps = []
+    for a, b in (kinds[i:i + 2] for i in range(0, 3)):
+        comps.append((f"Are there more {_RS_NAMES[a][1]} than {_RS_NAMES[b][1]}?", counts[a] > counts[b]))
+        comps.append((f"Is the number of {_RS_NAMES[a][1]} equal to the number of {_RS_NAMES[b][1]}?",
+                      counts[a] == counts[b]))
+    order = [int(i) for i in rng.permutation(len(comps))]
+    q, ans = next((comps[i] for i in order if comps[i][1] == want), comps[order[0]])
     qs.append(dict(type="comp", question=q, answer="yes" if ans else "no"))
     kind = _pick(rng, ["building", "field", "road"])
     qs.append(dict(type="count", question=f"How many {_RS_NAMES[kind][1]} are there?", answer=str(counts[kind])))
