@@ -1,4 +1,4 @@
-"""Command line: ``pgbench eval | score | tasks | transfer | parity | predict | synth``.
+"""Command line: ``pgbench eval | score | tasks | transfer | sweep | parity | predict | synth``.
 
 Every subcommand prints one readable line for a bad input (no traceback) and exits 2;
 ``parity`` exits 0 only when every compared output passes.
@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="fine-tune a checkpoint on a task at an example budget")
     transfer_cli.add_arguments(p)
     p.set_defaults(func=transfer_cli.main)
+
+    from pgbench import sweep_cli
+
+    p = sub.add_parser("sweep", help="transfer at several budgets x seeds; table and plot against zero-shot")
+    sweep_cli.add_arguments(p)
+    p.set_defaults(func=sweep_cli.main)
 
     p = sub.add_parser("parity", help="compare pgbench with a reference implementation")
     p.add_argument("--reference", nargs="+", metavar="DIR",

@@ -9,15 +9,18 @@ from pgbench import budgets
 from pgbench.train import HPARAM_MODES, TransferConfig, parse_freeze, run_transfer
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, *, single_run: bool = True) -> None:
+    """Transfer's flags; ``single_run=False`` leaves out --budget, --seed and --no-eval (a
+    sweep chooses budgets and seeds itself and always evaluates)."""
     p.add_argument("--task", required=True, help="task name (tasks/<name>.py or --tasks-dir)")
     p.add_argument("--data", required=True, metavar="DIR", help="the benchmark's files, official layout")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="big_vision .npz or Hugging Face directory")
     p.add_argument("--tokenizer", metavar="FILE",
                    help="tokenizer.model or tokenizer.json (default: the one in an HF checkpoint directory)")
     p.add_argument("--run-dir", required=True, metavar="DIR", help="outputs; re-run with the same flags to resume")
-    p.add_argument("--budget", default="full", help="training examples: 64, 256, 1k, 4096, ... or full")
-    p.add_argument("--seed", type=int, default=0, help="picks the examples, their order, targets and dropout")
+    if single_run:
+        p.add_argument("--budget", default="full", help="training examples: 64, 256, 1k, 4096, ... or full")
+        p.add_argument("--seed", type=int, default=0, help="picks the examples, their order, targets and dropout")
     p.add_argument("--hparams", choices=HPARAM_MODES, default="paper",
                    help="paper: the task's App. J settings; default: lr 1e-5, batch 256, epochs <= 10")
     length = p.add_mutually_exclusive_group()
@@ -45,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR")
     p.add_argument("--eval-every", type=int, default=0, metavar="K", help="evaluate every K steps")
     p.add_argument("--eval-split", help="default: the task's evaluation split")
-    p.add_argument("--no-eval", action="store_true", help="skip evaluation (also at the end)")
+    if single_run:
+        p.add_argument("--no-eval", action="store_true", help="skip evaluation (also at the end)")
     p.add_argument("--log-every", type=int, default=1)
     p.add_argument("--ckpt-every", type=int, default=100, metavar="N")
     p.add_argument("--keep", type=int, default=2, metavar="K", help="checkpoints kept")
@@ -65,12 +69,14 @@ def _options(pairs):
 
 
 def config_from_args(args: argparse.Namespace) -> TransferConfig:
+    """The TransferConfig of the flags (a sweep's namespace has no --budget / --seed: full, 0)."""
     from pgbench.evaluation import resolve_tokenizer_path
 
     tokenizer = str(resolve_tokenizer_path(args.checkpoint, args.tokenizer))
     return TransferConfig(
         task=args.task, data=args.data, checkpoint=args.checkpoint, tokenizer=tokenizer,
-        run_dir=args.run_dir, budget=budgets.parse_budget(args.budget), seed=args.seed,
+        run_dir=args.run_dir, budget=budgets.parse_budget(getattr(args, "budget", None)),
+        seed=getattr(args, "seed", 0),
         hparams=args.hparams, epochs=args.epochs, steps=args.steps, batch=args.batch,
         micro_batch=args.micro_batch, lr=args.lr, wd=args.wd, dropout=args.dropout,
         label_smoothing=args.label_smoothing, freeze=parse_freeze(args.freeze),
