@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-reference eval transfer test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
+.PHONY: install install-reference eval transfer sweep test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
 
 ## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
 install:
@@ -43,6 +43,17 @@ ifeq ($(strip $(TASK)),)
 	@echo "       (docs/transfer.md)"
 else
 	$(VENV)/bin/pgbench transfer --task $(TASK) --budget $(BUDGET) --seed $(SEED) --checkpoint $(CKPT) --data $(DATA) --run-dir $(or $(RUN_DIR),runs/transfer-$(TASK)-$(BUDGET)-s$(SEED)) $(ARGS)
+endif
+
+## make sweep TASK=rsvqa_lr CKPT=ckpt.npz DATA=DIR [BUDGETS=64,256,1024,4096,full] [SEEDS=3] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: transfer at each budget x seed, table + plot against zero-shot (docs/transfer.md).
+BUDGETS ?= 64,256,1024,4096,full
+SEEDS   ?= 3
+sweep:
+ifeq ($(strip $(TASK)),)
+	@echo "usage: make sweep TASK=<task> CKPT=<checkpoint> DATA=<benchmark folder> [BUDGETS=<64,256,1024,4096,full>] [SEEDS=<n>] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --hparams default ...\"]"
+	@echo "       (docs/transfer.md, Sweeps; writes <dir>/sweep.json, sweep.md, sweep.png)"
+else
+	$(VENV)/bin/pgbench sweep --task $(TASK) --budgets $(BUDGETS) --seeds $(SEEDS) --checkpoint $(CKPT) --data $(DATA) --run-dir $(or $(RUN_DIR),runs/sweep-$(TASK)) $(ARGS)
 endif
 
 ## make test: the fast suite (what CI runs).
