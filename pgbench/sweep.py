@@ -99,9 +99,11 @@ def run_record(run_dir: Path, budget: str, seed: int, key: str | None, sweep_dir
         summary = _read_json(run_dir / "summary.json") or {}
         results = _read_json(run_dir / "eval" / rundir.RESULTS_JSON) or {}
         metrics = results.get("metrics") or {}
+        rec.update(steps=summary.get("steps"), final_loss=summary.get("final_loss"))
         if key in metrics:
-            rec.update(status="done", score=float(metrics[key]), steps=summary.get("steps"),
-                       final_loss=summary.get("final_loss"))
+            rec.update(status="done", score=float(metrics[key]))
+        else:
+            rec.update(status="failed", error=f"its results.json has no {key!r}")
     return rec
 
 
@@ -198,14 +200,14 @@ def run_sweep(sweep: SweepConfig, *, log: Callable[[str], Any] = print,
         head = f"pgbench sweep: [{i}/{len(plan)}] budget {b}, seed {s}:"
         if is_finished(run_dir):
             rec = run_record(run_dir, b, s, key, out)
-            log(f"{head} finished earlier, skipped ({key} {sweep_report._num(rec['score'])})")
+            log(f"{head} finished earlier, skipped ({key} {sweep_report.fmt_score(rec['score'])})")
         else:
             log(f"{head} training in {run_dir}")
             t = time.perf_counter()
             try:
                 train(cfg, log)
                 rec = run_record(run_dir, b, s, key, out)
-                log(f"{head} {key} {sweep_report._num(rec['score'])} after {rec['steps']} steps on "
+                log(f"{head} {key} {sweep_report.fmt_score(rec['score'])} after {rec['steps']} steps on "
                     f"{rec['examples']} examples ({time.perf_counter() - t:.1f} s)")
             except TrainingError as e:
                 rec = {**run_record(run_dir, b, s, key, out), "status": "failed", "error": str(e)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pgbench import sweep, transfer_cli
+from pgbench.sweep_report import fmt_score as _fmt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,3 @@ def main(args: argparse.Namespace) -> int:
               + ", ".join(f"{r['budget']}-s{r['seed']}" for r in failed))
         return 1
     return 0
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.4f}"

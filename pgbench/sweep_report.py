@@ -85,7 +85,8 @@ def aggregate(runs: Sequence[Mapping[str, Any]], budgets: Sequence[str]) -> list
     return rows
 
 
-def _num(v: float | None) -> str:
+def fmt_score(v: float | None) -> str:
+    """A score as the tables print it (4 decimals; – for none)."""
     return "–" if v is None else f"{v:.4f}"
 
 
@@ -97,9 +98,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# {report['task']} sweep: {key} on {report['eval_split']}", "",
              f"checkpoint `{report['checkpoint']}`; seeds {', '.join(map(str, report['seeds']))}; "
              f"std is the sample standard deviation over seeds, best the maximum.", "",
-             f"- zero-shot (no fine-tuning): {_num(zs.get('score'))}"]
+             f"- zero-shot (no fine-tuning): {fmt_score(zs.get('score'))}"]
     if paper:
-        lines.append(f"- paper, full data: {_num(paper['score'])} ({paper['text']})")
+        lines.append(f"- paper, full data: {fmt_score(paper['score'])} ({paper['text']})")
     lines += ["", f"| budget | examples | seeds | mean {key} | std | best | best seed | note |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["summary"]:
@@ -107,14 +108,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         if r["failed"]:
             note = (note + "; " if note else "") + f"{r['failed']} run(s) not finished"
         lines.append(f"| {r['budget']} | {'–' if r['examples'] is None else r['examples']} | {r['n']} "
-                     f"| {_num(r['mean'])} | {_num(r['std'])} | {_num(r['best'])} "
+                     f"| {fmt_score(r['mean'])} | {fmt_score(r['std'])} | {fmt_score(r['best'])} "
                      f"| {'–' if r['best_seed'] is None else r['best_seed']} | {note} |")
     lines += ["", "## Runs", "", f"| budget | seed | {key} | steps | final loss | status | run directory |",
               "|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         loss = r.get("final_loss")
-        lines.append(f"| {r['budget']} | {r['seed']} | {_num(r.get('score'))} | {r.get('steps') or '–'} "
-                     f"| {_num(loss) if isinstance(loss, float) else '–'} | {r['status']}"
+        lines.append(f"| {r['budget']} | {r['seed']} | {fmt_score(r.get('score'))} | {r.get('steps') or '–'} "
+                     f"| {fmt_score(loss) if isinstance(loss, float) else '–'} | {r['status']}"
                      f"{': ' + r['error'] if r.get('error') else ''} | `{r['run_dir']}` |")
     return "\n".join(lines) + "\n"
 
