@@ -24,6 +24,7 @@ FULL = [
     ["benchmarks.kernels"],
     ["benchmarks.metrics_bench"],
     ["benchmarks.eval_cpu"],
+    ["benchmarks.train_cpu"],
 ]
 
 
@@ -39,6 +40,7 @@ def quick(out: str) -> list[list[str]]:
         ["benchmarks.kernels", "--quick", "--out", out],
         ["benchmarks.metrics_bench", "--quick", "--out", out],
         ["benchmarks.eval_cpu", "--quick", "--out", f"{out}/eval"],
+        ["benchmarks.train_cpu", "--quick", "--out", f"{out}/train"],
     ]
 
 

@@ -87,3 +87,18 @@ def test_dense_orientation_bench_runs_on_tiny_shapes(tmp_path):
     res = json.loads((tmp_path / "dense.json").read_text())
     assert {"x @ w, w [in, out]", "ops.dense"} <= set(res["cases"][0]["ms"])
     assert "| tiny, 2 rows |" in (tmp_path / "dense.md").read_text()
+
+
+def test_train_bench_quick_runs_both_sides_on_the_same_loss(tmp_path):
+    """pg1-tiny: both sides step at each dtype; their first losses (same weights, same batch,
+    suffix-only loss) agree, which checks that the two steps compute the same thing."""
+    _run("benchmarks.train_cpu", "--quick", "--repeats", "1", "--out", str(tmp_path / "train"))
+    res = json.loads((tmp_path / "train.json").read_text())
+    assert res["flops_per_step"] > 0 and len(res["load_before"]) == 3 and res["machine"]["cores"] >= 1
+    for dtype in ("float32", "bfloat16"):
+        e = res["dtypes"][dtype]
+        assert e["pgbench"]["tokens_per_s"] > 0 and e["pgbench"]["probe_gflops"] > 0
+        if "error" not in e["transformers"]:
+            assert e["transformers"]["tokens_per_s"] > 0
+            assert e["first_loss_rel_diff"] < (1e-4 if dtype == "float32" else 2e-2)
+    assert "| bfloat16 | pgbench |" in (tmp_path / "train.md").read_text()
