@@ -1,0 +1,168 @@
+"""``make default-model``: build the shipped default model from nothing.
+
+    python -m pgbench.synth.default_model --out default_model [--work runs/default-model]
+
+1. ``pgbench synth`` writes the synthetic benchmark (seed 0, 1000 / 100 / 100 images per
+   family), trains its SentencePiece tokenizer and the segmentation VQ-VAE;
+2. the pre-training mixture: every family's training split but ``rsvqa_lr`` (held out for
+   ``make transfer``), through the real adapters, as one ``jsonl`` task (``mixture.py``);
+3. the random initialisation of the small PaliGemma (``small_model.py``) as an HF directory;
+4. ``pgbench transfer --task jsonl`` pre-trains it (the same loop, optimizer and export a
+   user fine-tunes with);
+5. ``<out>/`` gets the exported Hugging Face directory with the tokenizer, ``vae.npz``, the
+   data manifest (chance levels) and ``build.json`` (every command, seed, step count,
+   duration and the machine's load), which ``MODEL_CARD.md`` is written from
+   (``model_card.py``; the scores come from ``make eval``).
+
+Each step's output is kept under ``--work``: running again skips finished steps, and an
+interrupted pre-training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SEED = 0
+HELD_OUT = "rsvqa_lr"
+VAE_STEPS = 300
+# Pre-training recipe (pgbench transfer flags).
+STEPS = 2000
+BATCH = 16
+LR = 2e-3
+WD = 1e-4
+WARMUP_PERCENT = 0.03
+
+
+def _load() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run a pgbench command (its output to the console and ``log``); returns seconds."""
+    print("$ " + " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+        if proc.wait():
+            raise SystemExit(f"default model: {' '.join(cmd[:4])} ... failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def pgbench_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pgbench.cli", *args]
+
+
+def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: float = LR, wd: float = WD,
+          vae_steps: int = VAE_STEPS, sizes: str | None = None, model_kw: dict | None = None,
+          seed: int = SEED) -> dict:
+    from pgbench.synth import mixture, small_model
+    from pgbench.tokenizer import Tokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    synth, vae, tok_dir = work / "synth", work / "vae.npz", work / "tokenizer"
+    record: dict = {"seed": seed, "held_out": HELD_OUT, "machine": machine(), "steps": []}
+    t_all = time.perf_counter()
+
+    def step(name: str, cmd: list[str] | None, fn=None, **extra):
+        load0 = _load()
+        t0 = time.perf_counter()
+        if cmd is not None:
+            _run(cmd, log)
+        if fn is not None:
+            extra.update(fn() or {})
+        record["steps"].append({"name": name, "command": " ".join(cmd[3:]) if cmd else None,
+                                "seconds": round(time.perf_counter() - t0, 1), "load_before": load0,
+                                "load_after": _load(), **extra})
+        print(f"default model: {name} done in {record['steps'][-1]['seconds']} s", flush=True)
+
+    if not (synth / "manifest.json").exists():
+        args = ["synth", "--out", str(synth), "--seed", str(seed), "--tokenizer", str(tok_dir),
+                "--vae", str(vae), "--vae-steps", str(vae_steps)]
+        step("synthetic data, tokenizer, VQ-VAE", pgbench_cmd(*args + (["--sizes", sizes] if sizes else [])))
+    mix = work / "mixture"
+    step("pre-training mixture", None, lambda: {"examples": mixture.write_mixture(synth, mix, exclude=[HELD_OUT])})
+    vocab = Tokenizer(tok_dir / "tokenizer.model", require_locseg=True).vocab_size
+    cfg = small_model.small_config(vocab, **(model_kw or {}))
+    init = work / "init"
+    step("random initialisation", None, lambda: {"path": str(small_model.write_random_init(cfg, tok_dir, init, seed))})
+    run_dir = work / "pretrain"
+    args = ["transfer", "--task", "jsonl", "--data", str(mix), "--checkpoint", str(init), "--run-dir", str(run_dir),
+            "--seed", str(seed), "--hparams", "default", "--steps", str(steps), "--batch", str(batch),
+            "--lr", str(lr), "--wd", str(wd), "--warmup-percent", str(WARMUP_PERCENT), "--remat", "none",
+            "--no-eval", "--no-progress", "--log-every", "25", "--ckpt-every", "250", "--keep", "1"]
+    step("pre-training (pgbench transfer)", pgbench_cmd(*args))
+    record["seconds"] = round(time.perf_counter() - t_all, 1)
+    record["config"] = json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__))
+    record["pretrain"] = _pretrain_summary(run_dir)
+    assemble(out, run_dir, tok_dir, vae, synth, record)
+    return record
+
+
+def _pretrain_summary(run_dir: Path) -> dict:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    resolved = json.loads((run_dir / "config.json").read_text())["resolved"]
+    return {"steps": resolved["steps"], "batch": resolved["batch"], "lr": resolved["lr"], "wd": resolved["wd"],
+            "examples": resolved["examples"], "text_len": resolved["text_len"],
+            "first_loss": lines[0]["loss"], "final_loss": lines[-1]["loss"],
+            "examples_per_s": round(lines[-1]["examples_per_s"], 2),
+            "loss_curve": [[r["step"], round(r["loss"], 4)] for r in lines[:: max(1, len(lines) // 12)]]}
+
+
+def assemble(out: Path, run_dir: Path, tok_dir: Path, vae: Path, synth: Path, record: dict) -> None:
+    """``out`` = the exported HF directory + tokenizer + vae.npz + manifest + build.json."""
+    from pgbench.synth import small_model
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(run_dir / "export" / "hf", out)
+    small_model.copy_tokenizer(tok_dir, out)
+    shutil.copyfile(vae, out / "vae.npz")
+    manifest = json.loads((synth / "manifest.json").read_text())
+    fam = manifest["families"]["refcoco_seg"]
+    fam["options"]["vae"] = "vae.npz"  # relative to the model directory, not this machine
+    (out / "synth_manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (out / "build.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pgbench.synth.default_model", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="default_model", help="the shipped model directory")
+    ap.add_argument("--work", default="runs/default-model", help="intermediate files (resumable)")
+    ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--vae-steps", type=int, default=VAE_STEPS)
+    ap.add_argument("--sizes", help="pgbench synth --sizes (default: its defaults)")
+    ap.add_argument("--tiny", action="store_true", help="a minutes-long smoke run of the pipeline")
+    args = ap.parse_args(argv)
+    model_kw: dict = {}
+    if args.tiny:
+        model_kw = dict(vit_width=32, vit_depth=1, width=64, depth=2, heads=2, kv_heads=1, head_dim=32)
+    record = build(Path(args.out), Path(args.work), steps=args.steps, batch=args.batch, lr=args.lr,
+                   vae_steps=args.vae_steps, sizes=args.sizes, model_kw=model_kw)
+    print(f"default model: built {args.out} in {record['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

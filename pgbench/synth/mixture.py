@@ -1,0 +1,71 @@
+"""The default model's pre-training mixture: synthetic training splits as one ``jsonl`` task.
+
+Each family's training split is read through its real adapter (the prompt exactly as the
+adapter builds it, its training targets; refcoco_seg's 4 ``<loc>`` + 16 ``<seg>`` target
+encoded with the synthetic VQ-VAE), and every example becomes one line of
+``<out>/train.jsonl`` in the ``jsonl`` adapter's format: ``{"id": "<family>/<id>", "image":
+path relative to <out>, "prefix", "suffix": [targets]}`` (one target drawn per step).
+``pgbench transfer --task jsonl --data <out>`` then trains on the mixture, the paper's
+stage-1 multi-task pre-training in miniature. Families in ``exclude`` stay out (held out
+for transfer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pgbench.errors import InputError
+
+MIXTURE_FILE = "train.jsonl"
+
+
+def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = ()) -> dict[str, list[dict]]:
+    """family -> its ``jsonl`` lines (images relative to ``out``), from ``manifest.json``."""
+    from pgbench import segmentation
+    from pgbench.task import load_task
+
+    synth_dir, out = Path(synth_dir), Path(out)
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    unknown = [f for f in exclude if f not in manifest["families"]]
+    if unknown:
+        raise InputError(f"families to hold out {unknown} are not in {synth_dir}/manifest.json")
+    lines: dict[str, list[dict]] = {}
+    for family, fam in manifest["families"].items():
+        if family in exclude:
+            continue
+        task = load_task(fam["task"])
+        options = task.resolve_options(dict(fam.get("options", {})))
+        data = synth_dir / fam["data"]
+        (split,) = fam["splits"]["train"]
+        examples = task.examples(data, split, options)
+        vae = None
+        if family == "refcoco_seg":
+            if not options.get("vae"):
+                raise InputError(f"{synth_dir}: refcoco_seg has no VQ-VAE (generate it with --vae) "
+                                 "to encode its training masks")
+            # the adapter's own training target (load_task registered its module)
+            target_string = sys.modules[f"pgbench_tasks.{fam['task']}"].target_string
+            vae = segmentation.load_vqvae(options["vae"])
+        rows = []
+        for ex in examples:
+            image = ex.image if os.path.isabs(ex.image) else os.path.relpath(data / ex.image, out)
+            targets = [target_string(ex, vae)] if vae is not None else list(ex.train_targets)
+            rows.append({"id": f"{family}/{ex.id}", "image": image, "prefix": ex.prefix, "suffix": targets})
+        lines[family] = rows
+    return lines
+
+
+def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = ()) -> dict[str, int]:
+    """Write ``<out>/train.jsonl`` (families in manifest order); returns examples per family."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = mixture_lines(synth_dir, out, exclude)
+    with open(out / MIXTURE_FILE, "w", encoding="utf-8") as f:
+        for rows in lines.values():
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return {family: len(rows) for family, rows in lines.items()}
