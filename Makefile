@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install install-reference eval transfer sweep test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
+.PHONY: install install-reference default-model eval transfer sweep test test-slow test-all parity bench bench-quick bench-kernels reference-outputs fixtures clean
 
 ## make install: create .venv and install pgbench with its test tools (and a Java runtime for pycocoevalcap).
 install:
@@ -17,6 +17,7 @@ install:
 install-reference: install
 	$(PY) -m pip install -q -e '.[dev,reference]'
 
+## make eval: the shipped default model (default_model/) on every synthetic family, one table (docs/default_model.md) [LIMIT=64 examples per family, 0 = all].
 ## make eval TASK=vqav2 CKPT=ckpt.npz DATA=DIR [SPLIT=S] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: decode and score a task (docs/eval.md).
 TASK    ?=
 CKPT    ?=
@@ -24,34 +25,38 @@ DATA    ?=
 SPLIT   ?=
 RUN_DIR ?=
 ARGS    ?=
+LIMIT   ?=
 eval:
 ifeq ($(strip $(TASK)),)
-	@echo "usage: make eval TASK=<task> CKPT=<checkpoint .npz or HF dir> DATA=<benchmark folder> [SPLIT=<split>] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --limit N ...\"]"
-	@echo "       (docs/eval.md; a .npz checkpoint needs ARGS=\"--tokenizer paligemma_tokenizer.model\")"
-	@echo
-	@$(VENV)/bin/pgbench tasks
+	$(PY) -m pgbench.synth.default_eval $(if $(LIMIT),--limit $(LIMIT)) $(if $(RUN_DIR),--out $(RUN_DIR))
 else
 	$(VENV)/bin/pgbench eval --task $(TASK) --checkpoint $(CKPT) --data $(DATA) $(if $(SPLIT),--split $(SPLIT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(ARGS)
 endif
 
+## make default-model: rebuild default_model/ from scratch (synthetic data, tokenizer, VQ-VAE, pre-training with pgbench transfer), score it (make eval) and write its MODEL_CARD.md; about 35-40 min on 2 CPU cores.
+default-model:
+	$(PY) -m pgbench.synth.default_model --out default_model --work runs/default-model
+	$(PY) -m pgbench.synth.default_eval --model default_model
+	$(PY) -m pgbench.synth.model_card --model default_model --eval runs/default-eval
+
+## make transfer: the default model fine-tuned at budget 256 on rsvqa_lr (held out of its pre-training), zero-shot vs fine-tuned.
 ## make transfer TASK=rsvqa_lr BUDGET=256 CKPT=ckpt.npz DATA=DIR [SEED=0] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: fine-tune and score (docs/transfer.md).
 BUDGET  ?= full
 SEED    ?= 0
 transfer:
 ifeq ($(strip $(TASK)),)
-	@echo "usage: make transfer TASK=<task> BUDGET=<64|256|1k|4096|full> CKPT=<checkpoint> DATA=<benchmark folder> [SEED=S] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --hparams default ...\"]"
-	@echo "       (docs/transfer.md)"
+	$(PY) -m pgbench.synth.default_transfer transfer --budget $(if $(filter-out file,$(origin BUDGET)),$(BUDGET),256) --seed $(SEED) $(if $(RUN_DIR),--out $(RUN_DIR))
 else
 	$(VENV)/bin/pgbench transfer --task $(TASK) --budget $(BUDGET) --seed $(SEED) --checkpoint $(CKPT) --data $(DATA) --run-dir $(or $(RUN_DIR),runs/transfer-$(TASK)-$(BUDGET)-s$(SEED)) $(ARGS)
 endif
 
+## make sweep: the default model on rsvqa_lr (held out of its pre-training) at budgets 64,256,1024,full (1 seed), table + plot against zero-shot.
 ## make sweep TASK=rsvqa_lr CKPT=ckpt.npz DATA=DIR [BUDGETS=64,256,1024,4096,full] [SEEDS=3] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: transfer at each budget x seed, table + plot against zero-shot (docs/transfer.md).
 BUDGETS ?= 64,256,1024,4096,full
 SEEDS   ?= 3
 sweep:
 ifeq ($(strip $(TASK)),)
-	@echo "usage: make sweep TASK=<task> CKPT=<checkpoint> DATA=<benchmark folder> [BUDGETS=<64,256,1024,4096,full>] [SEEDS=<n>] [RUN_DIR=<dir>] [ARGS=\"--tokenizer TOK --hparams default ...\"]"
-	@echo "       (docs/transfer.md, Sweeps; writes <dir>/sweep.json, sweep.md, sweep.png)"
+	$(PY) -m pgbench.synth.default_transfer sweep $(if $(filter-out file,$(origin BUDGETS)),--budgets $(BUDGETS)) $(if $(filter-out file,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RUN_DIR),--out $(RUN_DIR))
 else
 	$(VENV)/bin/pgbench sweep --task $(TASK) --budgets $(BUDGETS) --seeds $(SEEDS) --checkpoint $(CKPT) --data $(DATA) --run-dir $(or $(RUN_DIR),runs/sweep-$(TASK)) $(ARGS)
 endif

@@ -1,0 +1,92 @@
+"""The default model: its pre-training mixture, its random start, and a smoke run of
+`make eval`'s default (the shipped default_model/ on a few examples of two families)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgbench.synth import generate, mixture, small_model
+from pgbench.task import load_task
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = Path(os.environ.get("PGBENCH_DEFAULT_MODEL", ROOT / "default_model"))
+TINY_TOKENIZER = ROOT / "tests" / "fixtures" / "tiny_tokenizer"
+
+
+def test_mixture_holds_each_family_through_its_adapter(tmp_path):
+    synth = tmp_path / "synth"
+    families = ["vqav2", "docvqa", "rsvqa_lr", "detection"]
+    generate.generate(synth, seed=3, sizes={"train": 3, "val": 1, "test": 1}, family_names=families,
+                      image_size=48, with_chance=False)
+    counts = mixture.write_mixture(synth, tmp_path / "mix", exclude=["rsvqa_lr"])
+    assert set(counts) == {"vqav2", "docvqa", "detection"}
+    jsonl = load_task("jsonl")
+    mixed = jsonl.examples(tmp_path / "mix", "train", jsonl.resolve_options({}))
+    assert len(mixed) == sum(counts.values())
+    by_id = {e.id: e for e in mixed}
+    manifest = json.loads((synth / "manifest.json").read_text())
+    for family in counts:
+        fam = manifest["families"][family]
+        task = load_task(fam["task"])
+        own = task.examples(synth / fam["data"], fam["splits"]["train"][0], task.resolve_options(fam["options"]))
+        assert len(own) == counts[family]
+        for ex in own:
+            m = by_id[f"{family}/{ex.id}"]
+            assert m.prefix == ex.prefix and m.train_targets == ex.train_targets
+            assert (tmp_path / "mix" / m.image).resolve() == (synth / fam["data"] / ex.image).resolve()
+
+
+def test_mixture_refuses_an_unknown_held_out_family(tmp_path):
+    from pgbench.errors import InputError
+
+    generate.generate(tmp_path / "s", seed=0, sizes={"train": 1, "val": 1, "test": 1},
+                      family_names=["vqav2"], image_size=48, with_chance=False)
+    with pytest.raises(InputError, match="nope"):
+        mixture.write_mixture(tmp_path / "s", tmp_path / "m", exclude=["nope"])
+
+
+def test_random_init_is_a_gemma2_paligemma_directory_pgbench_loads(tmp_path):
+    from pgbench.checkpoints import load_checkpoint
+    from pgbench.checkpoints.random_params import random_param
+    from pgbench.checkpoints.bigvision_layout import to_bigvision_params
+    from pgbench.tokenizer import Tokenizer
+
+    vocab = Tokenizer(TINY_TOKENIZER / "tokenizer.model", require_locseg=False).vocab_size
+    cfg = small_model.small_config(vocab, vit_width=32, vit_depth=1, width=64, depth=2, heads=2,
+                                   kv_heads=1, head_dim=32)
+    out = small_model.write_random_init(cfg, TINY_TOKENIZER, tmp_path / "init", seed=5)
+    assert (out / "tokenizer.model").is_file()
+    model, loaded = load_checkpoint(out)
+    g = loaded.llm
+    assert (g.family, g.post_norms, g.attn_logits_softcap, g.final_logits_softcap, g.sliding_window) == \
+        ("gemma2", True, 50.0, 30.0, small_model.SLIDING_WINDOW)
+    assert g.num_kv_heads < g.num_heads and loaded.num_image_tokens == 64 and g.vocab_size == vocab
+    flat = to_bigvision_params(model)  # the values are random_params' draws for seed 5
+    for key in ("llm/embedder/input_embedding", "img/embedding/kernel"):
+        np.testing.assert_array_equal(np.asarray(flat[key]), random_param(key, flat[key].shape, (5,)))
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="default_model/ is built by `make default-model`")
+def test_default_eval_smoke_writes_table_and_run_dirs(tmp_path):
+    from pgbench.synth import default_eval, model_card
+
+    rows = default_eval.run(SHIPPED, tmp_path / "data", tmp_path / "eval", limit=2,
+                            families=["vqav2", "rsvqa_lr"], batch_size=2)
+    assert [r["family"] for r in rows] == ["vqav2", "rsvqa_lr"]
+    shipped = json.loads((SHIPPED / default_eval.MANIFEST).read_text())["families"]
+    for r in rows:
+        run = tmp_path / "eval" / r["family"]
+        assert (run / "predictions.jsonl").is_file() and (run / "results.json").is_file()
+        assert r["examples"] == 2 and r["failed"] == 0
+        assert r["chance"] == shipped[r["family"]]["chance"]["score"]
+        assert json.loads((run / "results.json").read_text())["metrics"][shipped[r["family"]]["chance"]["metric"]] == r["score"]
+    assert rows[1]["held_out"]
+    table = (tmp_path / "eval" / default_eval.TABLE_MD).read_text()
+    assert "| vqav2 |" in table and "held out of pre-training" in table and "2 of " in table
+    card = model_card.render(SHIPPED, tmp_path / "eval")
+    assert default_eval.table_markdown(rows, 2).strip() in card
