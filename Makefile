@@ -17,7 +17,7 @@ install:
 install-reference: install
 	$(PY) -m pip install -q -e '.[dev,reference]'
 
-## make eval: the shipped default model (default_model/) on every synthetic family, one table (docs/default_model.md) [LIMIT=64 examples per family, 0 = all].
+## make eval: the shipped default model (default_model/) on every synthetic family, one table (docs/default_model.md) [LIMIT=100 examples per family, 0 = all].
 ## make eval TASK=vqav2 CKPT=ckpt.npz DATA=DIR [SPLIT=S] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: decode and score a task (docs/eval.md).
 TASK    ?=
 CKPT    ?=
@@ -33,11 +33,11 @@ else
 	$(VENV)/bin/pgbench eval --task $(TASK) --checkpoint $(CKPT) --data $(DATA) $(if $(SPLIT),--split $(SPLIT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(ARGS)
 endif
 
-## make default-model: rebuild default_model/ from scratch (synthetic data, tokenizer, VQ-VAE, pre-training with pgbench transfer), score it (make eval) and write its MODEL_CARD.md; about 35-40 min on 2 CPU cores.
+## make default-model: rebuild default_model/ from scratch (synthetic data, tokenizer, VQ-VAE, pre-training with pgbench transfer), score it (make eval), write its MODEL_CARD.md and the README's table; about 35-40 min on 2 CPU cores.
 default-model:
 	$(PY) -m pgbench.synth.default_model --out default_model --work runs/default-model
 	$(PY) -m pgbench.synth.default_eval --model default_model
-	$(PY) -m pgbench.synth.model_card --model default_model --eval runs/default-eval
+	$(PY) -m pgbench.synth.model_card --model default_model --eval runs/default-eval --readme README.md
 
 ## make transfer: the default model fine-tuned at budget 256 on rsvqa_lr (held out of its pre-training), zero-shot vs fine-tuned.
 ## make transfer TASK=rsvqa_lr BUDGET=256 CKPT=ckpt.npz DATA=DIR [SEED=0] [RUN_DIR=R] [ARGS="--tokenizer TOK ..."]: fine-tune and score (docs/transfer.md).

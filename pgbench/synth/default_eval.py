@@ -27,7 +27,7 @@ from pathlib import Path
 from pgbench.errors import InputError
 
 DEFAULT_MODEL = "default_model"
-DEFAULT_LIMIT = 64
+DEFAULT_LIMIT = 100
 MANIFEST = "synth_manifest.json"
 TABLE_MD = "results.md"
 TABLE_JSON = "results.json"
@@ -63,6 +63,19 @@ def ensure_eval_data(model_manifest: dict, data: Path, families: list[str], vae:
     return manifest
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what ``platform`` knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _sha(path: Path) -> str:
     import hashlib
 
@@ -90,7 +103,9 @@ def run(model: Path, data: Path, out: Path, *, limit: int | None = DEFAULT_LIMIT
     from pgbench import cli
 
     model_manifest = read_model_manifest(model)
-    names = families or list(model_manifest["families"])
+    from pgbench.synth.generate import FAMILIES
+
+    names = families or [f for f in FAMILIES if f in model_manifest["families"]]
     unknown = [f for f in names if f not in model_manifest["families"]]
     if unknown:
         raise InputError(f"families {unknown} are not in {model / MANIFEST}")
@@ -141,10 +156,11 @@ def write_table(out: Path, rows: list[dict], model: Path, seconds: float, limit:
     head = (f"Default model `{model.name}` on the synthetic benchmark (`make eval`): "
             f"{'the first ' + str(limit) + ' examples' if limit else 'every example'} of each family's "
             f"evaluation split; chance = the generator's blind baseline on the whole split. "
-            f"{seconds} s on {os.cpu_count()} CPUs (load average {load[0] if load else 'n/a'}).\n\n")
+            f"{seconds} s on {os.cpu_count()} CPUs ({cpu_name()}; load average "
+            f"{load[0] if load else 'n/a'}).\n\n")
     (out / TABLE_MD).write_text(head + table_markdown(rows, limit))
     (out / TABLE_JSON).write_text(json.dumps({"model": str(model), "limit": limit, "seconds": seconds,
-                                              "cpus": os.cpu_count(), "load_average": load, "rows": rows},
+                                              "cpus": os.cpu_count(), "cpu": cpu_name(), "load_average": load, "rows": rows},
                                              indent=1) + "\n")
 
 

@@ -34,7 +34,7 @@ SEED = 0
 HELD_OUT = "rsvqa_lr"
 VAE_STEPS = 300
 # Pre-training recipe (pgbench transfer flags).
-STEPS = 2000
+STEPS = 3500
 BATCH = 16
 LR = 2e-3
 WD = 1e-4
@@ -140,8 +140,10 @@ def assemble(out: Path, run_dir: Path, tok_dir: Path, vae: Path, synth: Path, re
 
 
 def machine() -> dict:
+    from pgbench.synth.default_eval import cpu_name
+
     return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+            "cpus": os.cpu_count(), "processor": cpu_name()}
 
 
 def main(argv=None) -> int:

@@ -55,9 +55,11 @@ def render(model: Path, eval_dir: Path) -> str:
             f"- VQ-VAE (`vae.npz`): big_vision's vae-oid architecture, full size, float16, trained on the "
             "synthetic masks", ""]
     out += ["## How it was made", "",
-            f"Command: `make default-model` (seed {build['seed']}), {build['seconds']} s "
-            f"({build['seconds'] / 60:.1f} min) in all on {build['machine']['cpus']} CPUs "
-            f"({build['machine']['platform']}); the machine was shared, load averages (1 min) below.", "",
+            f"Command: `make default-model` (seed {build['seed']}): the build took {build['seconds']} s "
+            f"({build['seconds'] / 60:.1f} min), then `make eval` {table['seconds']} s "
+            f"({(build['seconds'] + table['seconds']) / 60:.1f} min together), on {build['machine']['cpus']} CPUs "
+            f"({build['machine']['processor']}, {build['machine']['platform']}); 1-minute load averages "
+            "before and after each step below (above the CPU count: other work shared the machine).", "",
             "| step | command | seconds | load before / after |", "|---|---|---|---|"]
     for s in build["steps"]:
         cmd = f"`pgbench {s['command'].removeprefix('pgbench.cli ')}`" if s["command"] else "(in-process)"
@@ -95,14 +97,35 @@ def render(model: Path, eval_dir: Path) -> str:
     return "\n".join(out)
 
 
+README_START = "<!-- default-eval-table"
+README_END = "<!-- /default-eval-table -->"
+
+
+def update_readme(readme: Path, eval_dir: Path) -> None:
+    """Put ``make eval``'s table (``<eval_dir>/results.md``) between the README's markers."""
+    from pgbench.synth.default_eval import TABLE_MD
+
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: no {README_START} ... {README_END} block to fill")
+    start = text.index("\n", start) + 1
+    table = (eval_dir / TABLE_MD).read_text().strip()
+    readme.write_text(text[:start] + "\n" + table + "\n\n" + text[end:])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pgbench.synth.model_card", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default_model")
     ap.add_argument("--eval", default="runs/default-eval", help="the folder `make eval` wrote")
+    ap.add_argument("--readme", help="also copy the table into this README's marked block")
     args = ap.parse_args(argv)
     model = Path(args.model)
     (model / CARD).write_text(render(model, Path(args.eval)))
     print(f"wrote {model / CARD}")
+    if args.readme:
+        update_readme(Path(args.readme), Path(args.eval))
+        print(f"updated the table in {args.readme}")
     return 0
 
 

@@ -66,9 +66,14 @@ def test_random_init_is_a_gemma2_paligemma_directory_pgbench_loads(tmp_path):
     assert (g.family, g.post_norms, g.attn_logits_softcap, g.final_logits_softcap, g.sliding_window) == \
         ("gemma2", True, 50.0, 30.0, small_model.SLIDING_WINDOW)
     assert g.num_kv_heads < g.num_heads and loaded.num_image_tokens == 64 and g.vocab_size == vocab
-    flat = to_bigvision_params(model)  # the values are random_params' draws for seed 5
-    for key in ("llm/embedder/input_embedding", "img/embedding/kernel"):
+    flat = to_bigvision_params(model)  # weights: random_params' draws for seed 5
+    for key in ("llm/embedder/input_embedding", "img/embedding/kernel", "llm/layers/mlp/linear"):
         np.testing.assert_array_equal(np.asarray(flat[key]), random_param(key, flat[key].shape, (5,)))
+    # norms start as the identity: ViT LayerNorm scale 1, Gemma RMSNorm (1 + scale) scale 0
+    np.testing.assert_array_equal(np.asarray(flat["img/Transformer/encoderblock/LayerNorm_0/scale"]), 1.0)
+    np.testing.assert_array_equal(np.asarray(flat["img/Transformer/encoder_norm/scale"]), 1.0)
+    np.testing.assert_array_equal(np.asarray(flat["llm/layers/post_ffw_norm/scale"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(flat["img/head/bias"]), 0.0)
 
 
 @pytest.mark.skipif(not SHIPPED.is_dir(), reason="default_model/ is built by `make default-model`")
