@@ -4,8 +4,10 @@
 
 1. check the run directory (writable; a resumed run's saved config equals this one);
 2. draw the budget's examples (``budgets``) and build the grain pipeline (``train_data``);
-3. load the checkpoint, split off the frozen parameters, build big_vision's optimizer
-   (``optim``) and the jitted step with gradient accumulation (``train_step``);
+3. build the device mesh (``sharding``: data parallel and/or FSDP, ``--mesh``), load the
+   checkpoint straight onto its shards, split off the frozen parameters, build big_vision's
+   optimizer (``optim``; its state created in the shards of its parameters) and the jitted
+   step with gradient accumulation (``train_step``), batches split over the mesh;
 4. resume from the newest complete Orbax checkpoint (``train_checkpoint``) if there is one;
 5. train with a progress bar, one ``metrics.jsonl`` line per logged step, a checkpoint every
    ``ckpt_every`` steps (the last ``keep`` kept), evaluation every ``eval_every`` steps;
@@ -40,8 +42,10 @@ DEFAULT_EPOCH_CAP = 10
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 # Flags that may differ between a run and its resumption (they do not change the result).
+# The mesh may change too: a checkpoint is restored onto whatever shards the new mesh gives
+# (the result then equals the uninterrupted run within float rounding, not to the bit).
 RESUME_FREE = ("eval_every", "log_every", "ckpt_every", "keep", "threads", "progress", "export",
-               "resolved")
+               "mesh", "resolved")
 
 
 class TrainingError(PgbenchError):
@@ -77,6 +81,7 @@ class TransferConfig:
     attn_impl: str = "xla"
     param_dtype: str | None = None  # e.g. bfloat16; default: as stored
     compute_dtype: str | None = None
+    mesh: str | None = None  # "data=8", "fsdp=8", "data=2,fsdp=4"; None: data parallel on all devices
     family: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
     tasks_dir: tuple[str, ...] = ()
@@ -168,10 +173,13 @@ def _metrics_log(run_dir: Path, resume_step: int) -> Any:
     return path.open("a")
 
 
-def _micro_batch(batch: int, micro: int | None) -> int:
+def _micro_batch(batch: int, micro: int | None, devices: int = 1) -> int:
     micro = micro or batch
     if micro <= 0 or batch % micro:
         raise InputError(f"--micro-batch {micro} must divide the batch size {batch}")
+    if micro % devices:
+        raise InputError(f"the (micro-)batch of {micro} examples does not split over the mesh's "
+                         f"{devices} devices; give --batch / --micro-batch a multiple of {devices}")
     return micro
 
 
@@ -180,8 +188,8 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
 
     ``evaluate(model, split, out_dir) -> dict`` scores a split (periodic and final
     evaluation); None skips evaluation."""
+    from pgbench import sharding
     from pgbench.checkpoints import load_checkpoint
-    from pgbench.model import paligemma as pg
     from pgbench.task import load_task
     from pgbench.tokenizer import Tokenizer
     from pgbench.train_checkpoint import TrainCheckpoints, check_disk
@@ -191,6 +199,8 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     run_dir = Path(cfg.run_dir)
     identity = _identity(cfg)
     check_run_dir(run_dir, identity)
+    mesh = sharding.make_mesh(cfg.mesh)
+    primary = jax.process_index() == 0  # the one process that writes the run directory's files
 
     task = load_task(cfg.task, cfg.tasks_dir)
     hp = resolve_hparams(task.hparams, cfg)
@@ -200,41 +210,45 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
         log(f"pgbench transfer: {note}")
     subset = [examples[i] for i in idx]
     batch = int(hp["batch"])
-    micro = _micro_batch(batch, cfg.micro_batch)
+    micro = _micro_batch(batch, cfg.micro_batch, mesh.devices.size)
     total = cfg.steps if cfg.steps is not None else optim.steps_for(hp["epochs"], len(subset), batch)
     if total <= 0:
         raise InputError(f"training would run {total} steps; give --steps or --epochs > 0")
 
     tok = Tokenizer(cfg.tokenizer, require_locseg=False)
     text_len = cfg.text_len or fit_text_len(tok, subset)
-    model, mcfg = load_checkpoint(cfg.checkpoint, family=cfg.family, dtype=cfg.param_dtype)
+    # Each tensor goes straight onto its shards: the model never sits whole on one device.
+    model, mcfg = load_checkpoint(cfg.checkpoint, family=cfg.family, dtype=cfg.param_dtype, mesh=mesh)
     mask = optim.trainable_mask(model, hp["freeze"])
     trainable, frozen = eqx.partition(model, mask)
     del model
     tx, schedule = optim.bigvision_optimizer(trainable, lr=hp["lr"], wd=hp["wd"], total_steps=total,
                                              warmup_percent=cfg.warmup_percent, clip_norm=cfg.clip_norm)
-    opt_state = tx.init(trainable)
+    opt_state = sharding.init_opt_state(tx, trainable, mesh)
     check_disk(run_dir, trainable, opt_state)
 
     resolved = {**identity, "resolved": {**hp, "freeze": list(hp["freeze"]), "steps": total,
                                          "micro_batch": micro, "text_len": text_len,
                                          "examples": len(subset), "split_examples": len(examples),
-                                         "model": mcfg.name}}
+                                         "model": mcfg.name, "mesh": sharding.describe(mesh),
+                                         "trained_params": int(sum(a.size for a in jax.tree.leaves(trainable)))}}
     ckpts = TrainCheckpoints(run_dir, keep=cfg.keep)
     start = ckpts.latest_step() or 0
     data_state = None
     if start:
         trainable, opt_state, data_state = ckpts.restore(start, trainable, opt_state)
         log(f"pgbench transfer: resuming {run_dir} at step {start} of {total}")
-    _write_json(run_dir / CONFIG_FILE, resolved)
-    (run_dir / "subset.json").write_text(json.dumps([examples[i].id for i in idx]) + "\n")
+    if primary:
+        _write_json(run_dir / CONFIG_FILE, resolved)
+        (run_dir / "subset.json").write_text(json.dumps([examples[i].id for i in idx]) + "\n")
 
     data = TrainData(subset, tok=tok, data_dir=cfg.data, image_size=mcfg.image_size, text_len=text_len,
                      batch_size=batch, seed=cfg.seed, truncate=cfg.truncate, threads=cfg.threads)
     batches = data.iterator(total, data_state)
     lcfg = LossConfig(label_smoothing=hp["label_smoothing"], dropout=hp["dropout"], remat=cfg.remat,
                       attn_impl=cfg.attn_impl, compute_dtype=cfg.compute_dtype)
-    step_fn = make_train_step(tx, schedule, lr=hp["lr"], lcfg=lcfg, seed=cfg.seed)
+    step_fn = sharding.shard_train_step(make_train_step(tx, schedule, lr=hp["lr"], lcfg=lcfg, seed=cfg.seed),
+                                        mesh, trainable, frozen, opt_state)
 
     def model_now():
         return eqx.combine(trainable, frozen)
@@ -246,13 +260,12 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
         out = run_dir / ("eval" if final else f"eval/step_{step}")
         return evaluate(model_now(), split, out)
 
-    bar = _progress(cfg.progress, total, start)
+    bar = _progress(cfg.progress and primary, total, start)
     last_loss, t0, n0 = math.nan, time.perf_counter(), start
-    with _metrics_log(run_dir, start) as metrics_out:
+    with (_metrics_log(run_dir, start) if primary else open(os.devnull, "w")) as metrics_out:
         for step in range(start, total):
-            host = next(batches)
-            trainable, opt_state, m = step_fn(trainable, frozen, opt_state,
-                                              split_micro_batches(host, micro), jnp.int32(step))
+            micro_batches = sharding.shard_batch(split_micro_batches(next(batches), micro), mesh, leading=1)
+            trainable, opt_state, m = step_fn(trainable, frozen, opt_state, micro_batches, jnp.int32(step))
             loss = float(m["loss"])
             if not math.isfinite(loss):
                 last = ckpts.latest_step()
@@ -277,24 +290,37 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
 
     summary: dict[str, Any] = {"steps": total, "final_loss": last_loss, "run_dir": str(run_dir),
                                "examples": len(subset)}
-    model = model_now()
     if cfg.export:
-        summary["export"] = export_model(model, run_dir / "export")
+        summary["export"] = export_model(model_now(), run_dir / "export", write=primary)
     summary["eval"] = run_eval(total, final=True)
-    _write_json(run_dir / "summary.json", summary)
+    if primary:
+        _write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def export_model(model, out_dir: Path) -> dict[str, str]:
-    """The trained model as a big_vision ``.npz`` and a Hugging Face directory."""
+def host_copy(model):
+    """The model with every array as one numpy array in host memory, gathered from its shards
+    (from every process's devices when there are several processes)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True))
+                            if eqx.is_array(a) else a, model)
+    return jax.tree.map(lambda a: np.asarray(a) if eqx.is_array(a) else a, model)
+
+
+def export_model(model, out_dir: Path, *, write: bool = True) -> dict[str, str]:
+    """The trained model as a big_vision ``.npz`` and a Hugging Face directory (gathered
+    from its shards; ``write=False``: gather only, on processes other than the first)."""
     from pgbench.checkpoints import write_bigvision_npz, write_hf_dir
     from pgbench.checkpoints.bigvision_layout import to_bigvision_params
 
+    model = host_copy(model)
+    npz, hf = out_dir / "model.npz", out_dir / "hf"
+    if not write:
+        return {"bigvision_npz": str(npz), "hf_dir": str(hf)}
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: np.ascontiguousarray(v) for k, v in to_bigvision_params(model).items()}
-    npz = out_dir / "model.npz"
     write_bigvision_npz(flat, npz)
-    hf = out_dir / "hf"
     write_hf_dir(flat, model.cfg, hf)
     return {"bigvision_npz": str(npz), "hf_dir": str(hf)}
 

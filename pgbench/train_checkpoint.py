@@ -1,7 +1,8 @@
 """Training checkpoints with Orbax: atomic, every N steps, the last K kept, resumable.
 
 A checkpoint ``<run_dir>/checkpoints/<step>/`` holds the trained parameters (by name), the
-optimizer state (its leaves in order) and the data iterator's state (JSON). Orbax writes
+optimizer state (its leaves in order) and the data iterator's state (JSON). Sharded arrays
+are written by each device's shard and read back into the shards of the restoring mesh. Orbax writes
 each into a temporary directory and renames it when complete, so a directory left by a kill
 mid-write is never listed as a checkpoint (and is removed at the next start). Frozen
 parameters are not saved: they are the pretrained checkpoint's, loaded again on resume.
@@ -45,6 +46,10 @@ def _flat(trainable, opt_state) -> dict[str, Any]:
             "opt": {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}}
 
 
+def _sharding(a):
+    return a.sharding if isinstance(a, jax.Array) else None
+
+
 class TrainCheckpoints:
     """Save and restore (trained params, optimizer state, data iterator state)."""
 
@@ -68,8 +73,10 @@ class TrainCheckpoints:
 
     def restore(self, step: int, trainable, opt_state):
         """-> (trainable, opt_state, data_state) of ``step``; the given trees are templates
-        (their structure, shapes and dtypes)."""
-        template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _flat(trainable, opt_state))
+        (their structure, shapes, dtypes and shardings: each array is read straight into the
+        shards the template's array has, whatever mesh the checkpoint was saved from)."""
+        template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=_sharding(a)),
+                                _flat(trainable, opt_state))
         got = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(template), data=ocp.args.JsonRestore()))
         params, opt = got["state"]["params"], got["state"]["opt"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pgbench import budgets
+from pgbench import budgets, sharding
 from pgbench.train import HPARAM_MODES, TransferConfig, parse_freeze, run_transfer
 
 
@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser, *, single_run: bool = True) -> Non
     p.add_argument("--attention", choices=["xla", "pallas", "cudnn"], default="xla")
     p.add_argument("--param-dtype", choices=["float32", "bfloat16"], help="default: as stored")
     p.add_argument("--compute-dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--mesh", metavar="AXIS=N,...",
+                   help="device mesh: data=8 (data parallel), fsdp=8 (parameters, gradients and "
+                        "optimizer state sharded), data=2,fsdp=4; default: data parallel on every device")
+    sharding.add_distributed_arguments(p)
     p.add_argument("--family", choices=["gemma1", "gemma2"], help="LLM family of a big_vision .npz")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option")
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR")
@@ -80,10 +84,11 @@ def config_from_args(args: argparse.Namespace) -> TransferConfig:
         hparams=args.hparams, epochs=args.epochs, steps=args.steps, batch=args.batch,
         micro_batch=args.micro_batch, lr=args.lr, wd=args.wd, dropout=args.dropout,
         label_smoothing=args.label_smoothing, freeze=parse_freeze(args.freeze),
-        warmup_percent=args.warmup_percent, clip_norm=args.clip_norm, text_len=args.text_len,
+        warmup_percent=args.warmup_percent,
+        clip_norm=args.clip_norm, text_len=args.text_len,
         truncate=args.truncate, remat=None if args.remat == "none" else args.remat,
         attn_impl=args.attention, param_dtype=args.param_dtype, compute_dtype=args.compute_dtype,
-        family=args.family, options=_options(args.option), tasks_dir=tuple(args.tasks_dir),
+        mesh=args.mesh, family=args.family, options=_options(args.option), tasks_dir=tuple(args.tasks_dir),
         eval_every=args.eval_every, eval_split=args.eval_split, log_every=args.log_every,
         ckpt_every=args.ckpt_every, keep=args.keep, progress=not args.no_progress,
         export=not args.no_export)
@@ -130,6 +135,7 @@ def evaluator(cfg: TransferConfig):
 
 
 def main(args: argparse.Namespace) -> int:
+    sharding.initialize_distributed(args)  # before any other JAX call
     cfg = config_from_args(args)
     summary = run_transfer(cfg, evaluate=None if args.no_eval else evaluator(cfg))
     print(f"pgbench transfer: {summary['steps']} steps on {summary['examples']} examples, "
