@@ -52,6 +52,10 @@ PARAM_SPECS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"img/head_kernel", (None, FSDP)),  # [D_llm, C]
     (r"img/patch_kernel", (None, None, None, FSDP)),  # [P, P, 3, C]
     (r"img/pos_embedding", (None, None, FSDP)),  # [1, N, C]
+    # LoRA adapters (pgbench.lora): the side along the model width is split as in the
+    # projection they adapt; the rank side is small.
+    (r"llm/blocks/lora/(q|k|v|gate|up)/a", (None, FSDP)),  # [r, D]
+    (r"llm/blocks/lora/(attn_out|down)/b", (FSDP, None)),  # [D, r]
 )
 _LAYER_INDEX = re.compile(r"/blocks/(\d+)/")
 _COMPILED = tuple((re.compile(rf"(?:^|.*/)({pat})"), spec) for pat, spec in PARAM_SPECS)

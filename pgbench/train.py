@@ -34,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgbench import budgets, optim
+from pgbench import budgets, lora, optim
 from pgbench.errors import InputError, PgbenchError
 
 HPARAM_MODES = ("paper", "default")
+LORA_KEY = 1  # the adapters' init key is fold_in(key(seed), LORA_KEY)
+LORA_FILE = "lora.npz"
 DEFAULT_EPOCH_CAP = 10
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -73,6 +75,9 @@ class TransferConfig:
     dropout: float | None = None
     label_smoothing: float | None = None
     freeze: tuple[str, ...] | None = None
+    lora_rank: int | None = None  # LoRA adapters (pgbench.lora); None: full fine-tuning
+    lora_alpha: float | None = None  # default: the rank (scale alpha / rank = 1)
+    lora_targets: tuple[str, ...] | None = None  # default: every decoder projection
     warmup_percent: float = 0.05
     clip_norm: float = 1.0
     text_len: int | None = None  # default: fits the longest (prefix, target) of the subset
@@ -197,6 +202,7 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     from pgbench.train_step import LossConfig, make_train_step, split_micro_batches
 
     run_dir = Path(cfg.run_dir)
+    lora_spec = lora_spec_of(cfg)  # bad LoRA flags: an error before anything is written
     identity = _identity(cfg)
     check_run_dir(run_dir, identity)
     mesh = sharding.make_mesh(cfg.mesh)
@@ -219,15 +225,23 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     text_len = cfg.text_len or fit_text_len(tok, subset)
     # Each tensor goes straight onto its shards: the model never sits whole on one device.
     model, mcfg = load_checkpoint(cfg.checkpoint, family=cfg.family, dtype=cfg.param_dtype, mesh=mesh)
-    mask = optim.trainable_mask(model, hp["freeze"])
+    if lora_spec is None:
+        mask = optim.trainable_mask(model, hp["freeze"])
+    else:  # the whole base model frozen, only the adapters train
+        model = lora.attach(model, lora_spec, jax.random.fold_in(jax.random.key(cfg.seed), LORA_KEY))
+        mask = lora.trainable_mask(model)
     trainable, frozen = eqx.partition(model, mask)
     del model
+    if lora_spec is not None:  # fresh adapters: onto the mesh, beside their projections
+        trainable = sharding.shard_tree(trainable, mesh)
     tx, schedule = optim.bigvision_optimizer(trainable, lr=hp["lr"], wd=hp["wd"], total_steps=total,
                                              warmup_percent=cfg.warmup_percent, clip_norm=cfg.clip_norm)
     opt_state = sharding.init_opt_state(tx, trainable, mesh)
     check_disk(run_dir, trainable, opt_state)
 
-    resolved = {**identity, "resolved": {**hp, "freeze": list(hp["freeze"]), "steps": total,
+    lora_info = None if lora_spec is None else {**dataclasses.asdict(lora_spec), "scale": lora_spec.scale}
+    freeze = list(hp["freeze"]) if lora_spec is None else ["all (LoRA: only the adapters train)"]
+    resolved = {**identity, "resolved": {**hp, "freeze": freeze, "lora": lora_info, "steps": total,
                                          "micro_batch": micro, "text_len": text_len,
                                          "examples": len(subset), "split_examples": len(examples),
                                          "model": mcfg.name, "mesh": sharding.describe(mesh),
@@ -250,8 +264,8 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     step_fn = sharding.shard_train_step(make_train_step(tx, schedule, lr=hp["lr"], lcfg=lcfg, seed=cfg.seed),
                                         mesh, trainable, frozen, opt_state)
 
-    def model_now():
-        return eqx.combine(trainable, frozen)
+    def model_now():  # the plain model: adapters, if any, merged into their projections
+        return lora.merged(eqx.combine(trainable, frozen))
 
     def run_eval(step: int, final: bool = False):
         if evaluate is None:
@@ -292,6 +306,11 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
                                "examples": len(subset)}
     if cfg.export:
         summary["export"] = export_model(model_now(), run_dir / "export", write=primary)
+        if lora_spec is not None:
+            adapters = host_copy(trainable)
+            if primary:
+                lora.save_npz(adapters, lora_spec, run_dir / "export" / LORA_FILE)
+            summary["export"]["lora_npz"] = str(run_dir / "export" / LORA_FILE)
     summary["eval"] = run_eval(total, final=True)
     if primary:
         _write_json(run_dir / "summary.json", summary)
@@ -336,6 +355,16 @@ def _progress(enabled: bool, total: int, start: int):
         return _NoBar()
     from tqdm import tqdm
     return tqdm(total=total, initial=start, desc="transfer", unit="step", dynamic_ncols=True)
+
+
+def lora_spec_of(cfg: TransferConfig) -> "lora.LoraSpec | None":
+    """The run's LoRA settings (None: full fine-tuning); bad values or --freeze alongside
+    LoRA (which freezes the whole base model itself) are an :class:`InputError`."""
+    spec = lora.make_spec(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    if spec is not None and cfg.freeze is not None:
+        raise InputError("--freeze does not combine with --lora-rank: with LoRA the whole base "
+                         "model is frozen and only the adapters train")
+    return spec
 
 
 def parse_freeze(values: Sequence[str] | None) -> tuple[str, ...] | None:

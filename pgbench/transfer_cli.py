@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pgbench import budgets, sharding
+from pgbench import budgets, lora, sharding
 from pgbench.train import HPARAM_MODES, TransferConfig, parse_freeze, run_transfer
 
 
@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser, *, single_run: bool = True) -> Non
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--freeze", action="append", metavar="PATTERN",
                    help="img, llm, llm/embed, or a regex over parameter names (repeatable; 'none')")
+    p.add_argument("--lora-rank", type=int, metavar="R",
+                   help="train LoRA adapters of rank R on the decoder's projections instead of the "
+                        "model (the whole base model frozen)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA scale is alpha / rank (default alpha = rank: 1)")
+    p.add_argument("--lora-targets", action="append", metavar="NAMES",
+                   help="adapted projections: q, k, v, attn_out (o), gate, up, down, or the groups "
+                        "attn, mlp, all (repeatable or comma-separated; default all)")
     p.add_argument("--warmup-percent", type=float, default=0.05)
     p.add_argument("--clip-norm", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--text-len", type=int, help="text tokens per example (default: the longest)")
@@ -84,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> TransferConfig:
         hparams=args.hparams, epochs=args.epochs, steps=args.steps, batch=args.batch,
         micro_batch=args.micro_batch, lr=args.lr, wd=args.wd, dropout=args.dropout,
         label_smoothing=args.label_smoothing, freeze=parse_freeze(args.freeze),
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_targets=lora.parse_targets(args.lora_targets),
         warmup_percent=args.warmup_percent,
         clip_norm=args.clip_norm, text_len=args.text_len,
         truncate=args.truncate, remat=None if args.remat == "none" else args.remat,

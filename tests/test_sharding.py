@@ -150,6 +150,24 @@ def test_optimizer_state_follows_its_parameter():
                           for p, x in leaves if not x.ndim)
 
 
+@pytest.mark.parametrize("stacked", [True, False])
+def test_lora_adapters_split_along_the_width_like_their_projections(stacked):
+    from pgbench import lora
+
+    cfg = PRESETS["pg1-tiny"]
+    # Real (tiny) adapters on an abstract base.
+    model = lora.attach(_abstract_model("pg1-tiny", stacked=stacked), lora.make_spec(4), jax.random.key(0))
+    adapters = _shapes(eqx.filter(model, lora.trainable_mask(model)))
+    assert len(adapters) == 2 * len(lora.TARGETS) * (1 if stacked else cfg.llm.depth)
+    for name, a in adapters.items():
+        spec = sharding.param_spec(name, a.shape, FSDP8)
+        target, part = name.split("/")[-2:]
+        split = (part == "a") == (target not in ("attn_out", "down"))  # the width side
+        assert spec.count("fsdp") == int(split), (name, spec)
+        if split:
+            assert a.shape[list(spec).index("fsdp")] == cfg.llm.width, (name, a.shape, spec)
+
+
 def test_indivisible_width_is_one_readable_error():
     mesh = AbstractMesh((1, 3), ("data", "fsdp"))
     with pytest.raises(InputError, match=r"llm/blocks/gate.*not divisible by --mesh fsdp=3"):

@@ -47,6 +47,11 @@ class DecoderBlocks(eqx.Module):
     post_attention_norm: jax.Array | None  # [D], Gemma 2 only
     post_ffw_norm: jax.Array | None  # [D], Gemma 2 only
 
+    def weights(self) -> "DecoderBlocks":
+        """The weights a layer computes with: these (``pgbench.lora.LoraBlocks`` merges its
+        adapters in here, inside the layer, so one layer's merged weights exist at a time)."""
+        return self
+
 
 class Gemma(eqx.Module):
     input_embedding: jax.Array  # [V, D], tied with the output layer
@@ -143,6 +148,7 @@ def run_blocks(model: Gemma, x, segment_info: SegmentInfo, *, cache: KVCache | N
         else:
             window = None if windows is None else windows[i]
         key = None if layer_keys is None else layer_keys[i]
+        layer = layer.weights()
         h = rms_norm(x, layer.pre_attention_norm, cfg.norm_eps)
         q = dense(h, layer.q).reshape(b, n, H, hd)
         k = dense(h, layer.k).reshape(b, n, K, hd)

@@ -52,8 +52,8 @@ def files(tmp_path_factory):
 
 
 def _compare(files, tmp_path, meshes: list[str], **extra):
-    base = dict(**files, steps=STEPS, lr=LR, batch=8, micro_batch=8, dropout=0.1, wd=1e-4,
-                freeze=("llm/embed",), progress=False, remat=None, family="gemma1", **extra)
+    base = {**dict(**files, steps=STEPS, lr=LR, batch=8, micro_batch=8, dropout=0.1, wd=1e-4,
+                   freeze=("llm/embed",), progress=False, remat=None, family="gemma1"), **extra}
     runs = {"one": ({**base, "run_dir": str(tmp_path / "one")}, 1)}
     for spec in meshes:
         runs[spec] = ({**base, "run_dir": str(tmp_path / spec.replace(",", "_")), "mesh": spec}, 8)
@@ -88,6 +88,16 @@ def test_fsdp_within_data_parallel_groups_equals_one_device(files, tmp_path):
 @pytest.mark.slow  # three training processes of one compile each (~60 s on 2 shared cores)
 def test_data_parallel_and_fsdp_on_8_devices_equal_one_device(files, tmp_path):
     _compare(files, tmp_path, ["data=8", "fsdp=8"])
+
+
+@pytest.mark.slow  # two training processes (~40 s on 2 shared cores)
+def test_lora_under_fsdp_equals_one_device(files, tmp_path):
+    """LoRA adapters placed beside their sharded projections (sharding.PARAM_SPECS)."""
+    _compare(files, tmp_path, ["data=2,fsdp=4"], lora_rank=4, freeze=None)
+    a = np.load(tmp_path / "one" / "export" / "lora.npz")
+    b = np.load(tmp_path / "data=2_fsdp=4" / "export" / "lora.npz")
+    for k in a.files:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-3 * LR, err_msg=k)
 
 
 def test_batch_that_does_not_split_over_the_mesh_is_one_readable_error():
