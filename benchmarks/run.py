@@ -25,6 +25,7 @@ FULL = [
     ["benchmarks.metrics_bench"],
     ["benchmarks.eval_cpu"],
     ["benchmarks.train_cpu"],
+    ["benchmarks.lora_memory"],
 ]
 
 
@@ -41,6 +42,7 @@ def quick(out: str) -> list[list[str]]:
         ["benchmarks.metrics_bench", "--quick", "--out", out],
         ["benchmarks.eval_cpu", "--quick", "--out", f"{out}/eval"],
         ["benchmarks.train_cpu", "--quick", "--out", f"{out}/train"],
+        ["benchmarks.lora_memory", "--config", "pg1-tiny", "--rank", "2", "--out", f"{out}/lora_memory"],
     ]
 
 

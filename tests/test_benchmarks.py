@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -70,6 +72,17 @@ def test_bench_and_bench_quick_cover_every_benchmark():
     quick = run.quick("OUT")
     assert {c[0] for c in quick} == modules
     assert all("/tmp" not in " ".join(c) for c in quick)
+
+
+@pytest.mark.slow  # six compiles of pg1-tiny's training step (~40 s)
+def test_lora_memory_bench_runs_on_a_tiny_preset(tmp_path):
+    _run("benchmarks.lora_memory", "--config", "pg1-tiny", "--rank", "2", "--out", str(tmp_path))
+    res = json.loads((tmp_path / "lora_memory_pg1-tiny.json").read_text())
+    kinds = {(r["remat"], r["kind"]): r for r in res["rows"]}
+    assert set(kinds) == {(m, k) for m in ("nothing_saveable", "none") for k in ("full", "backward_only", "lora-r2")}
+    # depth 2 x rank 2 x (in + out) of q, k, v, o, gate, up, down (width 64, 4 heads of 16, 1 KV head, MLP 128)
+    per_rank = (64 + 64) + 2 * (64 + 16) + (64 + 64) + 3 * (64 + 128)
+    assert kinds[("none", "lora-r2")]["trained_params"] == 2 * 2 * per_rank
 
 
 def test_layer_forms_bench_runs_on_a_tiny_preset(tmp_path):

@@ -133,6 +133,17 @@ def test_merged_export_is_the_trained_base_plus_adapters(files, tmp_path):
     for name, w in m_names.items():
         np.testing.assert_allclose(applied[name], w, rtol=1e-6, atol=1e-7, err_msg=name)
         np.testing.assert_array_equal(optim.param_names(hf)[name], w, err_msg=name)
+    # lora.npz is in Hugging Face's layout: layer l's <target> weight += scale * b[l] @ a[l].
+    from safetensors.numpy import load_file
+
+    tensors = {k: v for f in sorted((tmp_path / "run" / "export" / "hf").glob("*.safetensors"))
+               for k, v in load_file(f).items()}
+    for t, hf_name in lora.HF_NAMES.items():
+        part = "mlp" if t in ("gate", "up", "down") else "self_attn"
+        (key,) = [k for k in tensors if k.endswith(f"language_model.model.layers.1.{part}.{hf_name}.weight")]
+        want_w = np.asarray(b_names[f"llm/blocks/{t}"][1], np.float64) + 2.0 * (
+            adapters[f"{t}/b"][1].astype(np.float64) @ adapters[f"{t}/a"][1].astype(np.float64))
+        np.testing.assert_allclose(tensors[key], want_w, rtol=1e-6, atol=1e-7, err_msg=key)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["resolved"]["lora"] == {"rank": 4, "alpha": 8.0, "scale": 2.0, "targets": list(lora.TARGETS)}
     assert config["resolved"]["trained_params"] == sum(adapters[k].size for k in adapters.files if "/" in k)
