@@ -233,7 +233,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.preset, args.dtypes, args.examples = "pg1-tiny", ["float32"], 8
         args.max_new_tokens = args.max_new_tokens or 4
-        args.out = args.out or "/tmp/pgbench-quick-eval"
+        # A quick run proves the benchmark runs; its figures never replace the real ones.
+        args.out = args.out or str(Path(tempfile.mkdtemp(prefix="pgbench-quick-eval-")) / "eval_cpu")
     if args.max_new_tokens is None:
         from pgbench.task import load_task
 
