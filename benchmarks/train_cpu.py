@@ -8,7 +8,9 @@ by pgbench's own writer), see the same batch and run at the same dtype:
 
 - pgbench: ``train_step.make_train_step`` with big_vision's optimizer (``optim``: clip 1.0 ->
   Adam -> lr -> cosine schedule; float32 optimizer state), the model ``stacked`` as
-  ``pgbench transfer`` holds it, ``--remat`` (default none, as transformers' default);
+  ``pgbench transfer`` holds it, run in the layer form ``--layers`` (default auto: per layer
+  on one CPU device, as ``pgbench transfer`` runs it), ``--remat`` (default none, as
+  transformers' default);
 - transformers: ``PaliGemmaForConditionalGeneration`` in ``train()`` mode, logits kept for
   the text positions only (``logits_to_keep``), the same suffix loss written in torch,
   ``clip_grad_norm_(1.0)`` and ``torch.optim.AdamW`` (torch's defaults otherwise; its state
@@ -148,7 +150,8 @@ class PgbenchSide:
         tx, schedule = optim.bigvision_optimizer(self.trainable, lr=1e-5, wd=0.0, total_steps=1000)
         self.opt_state = tx.init(self.trainable)
         remat = None if args.remat == "none" else args.remat
-        self.step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat), seed=args.seed)
+        self.step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat, layers=args.layers),
+                                       seed=args.seed)
         host = make_batch(cfg, args.batch, args.prefix, args.suffix, args.seed)
         self.batch = jax.tree.map(jnp.asarray, split_micro_batches(host, args.batch))
         self.n = 0
@@ -174,7 +177,10 @@ class PgbenchSide:
 
     def info(self) -> dict:
         import jax
-        return {"jax": jax.__version__, "remat": self.args.remat}
+        from pgbench.train_step import LossConfig, runs_per_layer
+        per_layer = runs_per_layer(self.trainable, LossConfig(layers=self.args.layers))
+        return {"jax": jax.__version__, "remat": self.args.remat,
+                "layers": "per layer" if per_layer else "stacked (lax.scan)"}
 
 
 class TransformersSide:
@@ -276,7 +282,7 @@ class Worker:
     def __init__(self, args, role: str, dtype: str, hf_dir: str | None, log_dir: str):
         cmd = [sys.executable, "-m", MODULE, "--role", role, "--dtype", dtype, "--preset", args.preset,
                "--batch", str(args.batch), "--prefix", str(args.prefix), "--suffix", str(args.suffix),
-               "--seed", str(args.seed), "--remat", args.remat]
+               "--seed", str(args.seed), "--remat", args.remat, "--layers", args.layers]
         if hf_dir:
             cmd += ["--hf-dir", hf_dir]
         self.name = f"{role} {dtype}"
@@ -385,7 +391,7 @@ def run(args) -> dict:
            "flops_formula": "3 x forward matrix products (benchmarks.flops), image + T-1 text positions, "
                             "logits at T-1 text positions",
            "gemm_probe_shapes": {k: list(v) for k, v in gemm_shapes(cfg, args.batch, text).items()},
-           "remat": args.remat, "repeats": args.repeats, "machine": machine.describe(),
+           "remat": args.remat, "layers": args.layers, "repeats": args.repeats, "machine": machine.describe(),
            "load_before": load_average(), "dtypes": {}, "raw": {}}
     tf_ok = have_transformers()
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-train-") as tmp:
@@ -408,6 +414,13 @@ def run(args) -> dict:
     return res
 
 
+def _layer_forms(res: dict) -> str:
+    """The layer form(s) pgbench's workers reported running."""
+    forms = {v["pgbench"]["setup"].get("layers") for v in res["raw"].values()
+             if "setup" in v.get("pgbench", {})}
+    return ", ".join(sorted(f for f in forms if f)) or "not reported"
+
+
 def markdown(res: dict) -> str:
     m, c = res["machine"], res["config"]
     v, g = c["vision"], c["llm"]
@@ -417,7 +430,8 @@ def markdown(res: dict) -> str:
              f"Model: SigLIP {v['width']} wide x {v['depth']} layers ({v['image_size']} px, patch {v['patch_size']}); "
              f"Gemma ({g['family']}) {g['width']} wide x {g['depth']} layers, {g['num_heads']} heads of {g['head_dim']}, "
              f"{g['num_kv_heads']} KV head(s), MLP {g['mlp_dim']}, vocabulary {g['vocab_size']}. Same random weights "
-             f"and batch on both sides; loss on the suffix only; pgbench remat: {res['remat']}.", "",
+             f"and batch on both sides; loss on the suffix only; pgbench remat: {res['remat']}; pgbench layers: "
+             f"{_layer_forms(res)} (--layers {res.get('layers', 'auto')}).", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
              + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
              + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}.", "",
@@ -466,6 +480,8 @@ def main(argv=None):
     ap.add_argument("--suffix", type=int, default=16, help="suffix tokens (answer + EOS)")
     ap.add_argument("--repeats", type=int, default=None, help="timed steps per side and dtype (default 7)")
     ap.add_argument("--remat", default="none", help="pgbench's per-layer remat policy (none, nothing_saveable, ...)")
+    ap.add_argument("--layers", default="auto", choices=["auto", "stacked", "per_layer"],
+                    help="the layer form pgbench's loss runs in (train_step.LossConfig.layers)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float32", help="(one worker's dtype)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])

@@ -6,6 +6,14 @@ optimizer state. A step's batch arrives as micro-batches ``[K, m, ...]``: the gr
 the mean of the K micro-batch gradients, which equals the gradient of the mean loss over
 the K·m examples (every micro-batch has m examples), so batch 256 fits a small device as
 K micro-batches of 256 / K.
+
+The parameters (and so the optimizer state and checkpoints) keep the layer form they were
+loaded in; the loss may run the layers in the other form (``LossConfig.layers``): per layer
+on a single CPU device, where the unrolled loop's backward pass runs faster than
+``lax.scan``'s (no per-layer dynamic slices and updates of the stacked weights, residuals
+and gradients; compare ``python -m benchmarks.train_cpu --layers stacked``). The conversion
+is one split per stacked array inside the compiled step; its gradient is one concatenate
+back into the stacked form.
 """
 
 from __future__ import annotations
@@ -32,11 +40,34 @@ class LossConfig:
     remat: str | None = None
     attn_impl: str = "xla"
     compute_dtype: Any = None
+    layers: str = "auto"  # the form the loss runs the layers in: auto | stacked | per_layer
+
+    def __post_init__(self):
+        if self.layers not in LAYER_FORMS:
+            raise ValueError(f"unknown layer form {self.layers!r}; expected one of {LAYER_FORMS}")
+
+
+LAYER_FORMS = ("auto", "stacked", "per_layer")
+
+
+def runs_per_layer(trainable, lcfg: LossConfig) -> bool:
+    """Whether the loss runs the layers per layer: as ``lcfg.layers`` says, or for ``auto``
+    where the model would be loaded per layer for inference (``default_stacked``: the CPU)
+    and the step runs on one CPU device (``cpu_paths``; a multi-device CPU run stands in for
+    an accelerator mesh and keeps the accelerator's form)."""
+    from pgbench.model.cpu_paths import single_cpu_device_run
+    from pgbench.model.layer_forms import default_stacked
+
+    if lcfg.layers != "auto":
+        return lcfg.layers == "per_layer"
+    return not default_stacked() and single_cpu_device_run(*jax.tree.leaves(trainable))
 
 
 def batch_loss(trainable, frozen, batch, key, lcfg: LossConfig):
     """Mean over the batch of the per-example suffix loss (big_vision's training_loss)."""
     model = eqx.combine(trainable, frozen)
+    if lcfg.layers == "stacked" or runs_per_layer(trainable, lcfg):
+        model = pg.with_layers(model, stacked=lcfg.layers == "stacked")
     per_example = pg.suffix_loss(
         model, *(batch[k] for k in BATCH_KEYS), label_smoothing=lcfg.label_smoothing,
         attn_impl=lcfg.attn_impl, compute_dtype=lcfg.compute_dtype, dropout=lcfg.dropout,

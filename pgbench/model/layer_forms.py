@@ -26,7 +26,9 @@ def default_stacked(backend: str | None = None) -> bool:
     """The layer form to load a model in for inference on ``backend`` (a device platform
     name; None: ``jax.default_backend()``, where arrays land): per layer on CPU, where the
     unrolled loop measured ~2x faster for generation (benchmarks/layer_forms.py), stacked
-    elsewhere (one compiled layer; accelerators read stacked weights without a copy)."""
+    elsewhere (one compiled layer; accelerators read stacked weights without a copy).
+    Training keeps its parameters stacked and runs them per layer where this says so
+    (``train_step.LossConfig.layers``)."""
     return (backend or jax.default_backend()) != "cpu"
 
 
@@ -63,11 +65,17 @@ def run_layers(body: Callable[[Carry, eqx.Module, int | jax.Array], Carry], carr
 
 
 def unstack_layers(blocks: eqx.Module | tuple) -> tuple:
-    """Stacked blocks -> a tuple of per-layer blocks (eager: copies each layer out once)."""
+    """Stacked blocks -> a tuple of per-layer blocks (eager: copies each layer out once).
+
+    One ``split`` per array rather than a slice per layer: under ``jax.grad`` (a training
+    step that runs stacked parameters per layer) its transpose is one concatenate back into
+    the stacked gradient, where L slices would transpose to L zero-padded full-size adds."""
     if not is_stacked(blocks):
         return blocks
-    depth = jax.tree.leaves(blocks)[0].shape[0]
-    return tuple(jax.tree.map(lambda a: a[i], blocks) for i in range(depth))
+    leaves, treedef = jax.tree.flatten(blocks)
+    depth = leaves[0].shape[0]
+    layers = [[p.reshape(p.shape[1:]) for p in jnp.split(a, depth, axis=0)] for a in leaves]
+    return tuple(treedef.unflatten([pieces[i] for pieces in layers]) for i in range(depth))
 
 
 def stack_layers(blocks: eqx.Module | tuple) -> eqx.Module:

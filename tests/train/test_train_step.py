@@ -80,3 +80,36 @@ def test_frozen_parts_unchanged_and_stateless():
     n_trained = sum(1 for n in before if n.startswith("llm/") and n != "llm/input_embedding")
     state_arrays = [a for a in jax.tree.leaves(opt_state) if a.ndim > 0]
     assert len(state_arrays) == 2 * n_trained  # Adam's mu and nu, for trained parameters only
+
+
+def test_per_layer_loss_has_the_stacked_gradient():
+    """The step keeps stacked parameters and may run them per layer (``LossConfig.layers``):
+    same loss and the same stacked gradient, to float rounding (the two programs are fused
+    differently), with dropout on (each layer must draw the same mask in both forms)."""
+    cfg = PRESETS["pg1-tiny"]
+    model = init_params(cfg, jax.random.key(1))
+    trainable, frozen = eqx.partition(model, optim.trainable_mask(model, ["llm/embed"]))
+    batch = split_micro_batches(_batch(cfg, 4, 12), 2)
+    key = jax.random.key(0)
+    out = {form: jax.jit(accumulated_grad, static_argnums=4)(trainable, frozen, batch, key,
+                                                               LossConfig(dropout=0.1, layers=form))
+           for form in ("stacked", "per_layer")}
+    (l_st, g_st), (l_pl, g_pl) = out["stacked"], out["per_layer"]
+    np.testing.assert_allclose(l_pl, l_st, rtol=1e-6)
+    assert jax.tree.structure(g_pl) == jax.tree.structure(g_st)  # stacked, as the parameters
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g_st))
+    for a, b in zip(jax.tree.leaves(g_pl), jax.tree.leaves(g_st)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale)
+
+
+def test_layer_form_auto_is_per_layer_on_one_cpu_device():
+    from pgbench.train_step import runs_per_layer
+
+    model = init_params(PRESETS["pg1-tiny"], jax.random.key(1))
+    single_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    assert runs_per_layer(model, LossConfig()) == single_cpu
+    assert runs_per_layer(model, LossConfig(layers="per_layer"))
+    assert not runs_per_layer(model, LossConfig(layers="stacked"))
+    with pytest.raises(ValueError, match="layer form"):
+        LossConfig(layers="unrolled")
