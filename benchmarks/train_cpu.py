@@ -10,7 +10,8 @@ by pgbench's own writer), see the same batch and run at the same dtype:
   Adam -> lr -> cosine schedule; float32 optimizer state), the model ``stacked`` as
   ``pgbench transfer`` holds it, run in the layer form ``--layers`` (default auto: per layer
   on one CPU device, as ``pgbench transfer`` runs it), ``--remat`` (default none, as
-  transformers' default);
+  transformers' default), and glibc told to keep freed host memory for the next step
+  (``pgbench.host_memory``, as ``pgbench transfer`` does);
 - transformers: ``PaliGemmaForConditionalGeneration`` in ``train()`` mode, logits kept for
   the text positions only (``logits_to_keep``), the same suffix loss written in torch,
   ``clip_grad_norm_(1.0)`` and ``torch.optim.AdamW`` (torch's defaults otherwise; its state
@@ -257,13 +258,17 @@ def serve(args) -> None:
         sys.stdout.write(MARK + json.dumps(obj) + "\n")
         sys.stdout.flush()
 
+    kept = False
+    if args.role == "pgbench":  # as pgbench transfer runs: before JAX starts its threads
+        from pgbench.host_memory import keep_freed_memory
+        kept = keep_freed_memory()
     t0 = time.perf_counter()
     side = (PgbenchSide if args.role == "pgbench" else TransformersSide)(args)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     first_loss = side.step()
     reply({"ready": True, "build_s": build_s, "first_step_s": time.perf_counter() - t0,
-           "first_loss": first_loss, **side.info()})
+           "first_loss": first_loss, **side.info(), **({"keeps_freed_memory": kept} if kept else {})})
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
@@ -421,6 +426,11 @@ def _layer_forms(res: dict) -> str:
     return ", ".join(sorted(f for f in forms if f)) or "not reported"
 
 
+def _kept_memory(res: dict) -> bool:
+    return any(v["pgbench"]["setup"].get("keeps_freed_memory") for v in res["raw"].values()
+               if "setup" in v.get("pgbench", {}))
+
+
 def markdown(res: dict) -> str:
     m, c = res["machine"], res["config"]
     v, g = c["vision"], c["llm"]
@@ -431,7 +441,9 @@ def markdown(res: dict) -> str:
              f"Gemma ({g['family']}) {g['width']} wide x {g['depth']} layers, {g['num_heads']} heads of {g['head_dim']}, "
              f"{g['num_kv_heads']} KV head(s), MLP {g['mlp_dim']}, vocabulary {g['vocab_size']}. Same random weights "
              f"and batch on both sides; loss on the suffix only; pgbench remat: {res['remat']}; pgbench layers: "
-             f"{_layer_forms(res)} (--layers {res.get('layers', 'auto')}).", "",
+             f"{_layer_forms(res)} (--layers {res.get('layers', 'auto')})"
+             + ("; pgbench's process keeps freed host memory (pgbench.host_memory, as pgbench transfer)"
+                if _kept_memory(res) else "") + ".", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
              + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
              + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}.", "",

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pgbench import host_memory
+
+    host_memory.keep_freed_memory()  # before JAX's threads start (see pgbench.host_memory)
     budgets = sweep.parse_budgets(args.budgets)  # bad input first: nothing loaded yet
     if args.seeds < 1:
         from pgbench.errors import InputError

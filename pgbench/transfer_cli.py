@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pgbench import budgets, lora, sharding
+from pgbench import budgets, host_memory, lora, sharding
 from pgbench.train import HPARAM_MODES, TransferConfig, parse_freeze, run_transfer
 
 
@@ -144,6 +144,7 @@ def evaluator(cfg: TransferConfig):
 
 
 def main(args: argparse.Namespace) -> int:
+    host_memory.keep_freed_memory()  # before JAX's threads start: no page faults step after step
     sharding.initialize_distributed(args)  # before any other JAX call
     cfg = config_from_args(args)
     summary = run_transfer(cfg, evaluate=None if args.no_eval else evaluator(cfg))
