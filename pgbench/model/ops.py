@@ -27,8 +27,47 @@ def dense(x, w, out_dtype=None):
     # Always a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
     # second array ahead of a loop that uses them (tests/model/test_ops.py).
     x2 = x.reshape(rows, x.shape[-1])
-    y = cpu_or_default(_cpu_product, _times_transposed, x2, w)
+    low = x.dtype == w.dtype and x.dtype in LOW_PRECISION
+    y = (_low_precision_product if low else _product)(x2, w)
     return y.reshape(*x.shape[:-1], w.shape[0]).astype(out_dtype or x.dtype)
+
+
+LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+def _product(x, w):
+    """f32[M, N] = x[M, K] @ w[N, K].T in each device's order."""
+    return cpu_or_default(_cpu_product, _times_transposed, x, w)
+
+
+@jax.custom_vjp
+def _low_precision_product(x, w):
+    """``_product`` of bf16 / f16 operands whose backward products are in their dtype too.
+
+    JAX's own transpose of a bf16 x bf16 -> f32 product multiplies the float32 cotangent by
+    the bf16 operand: a mixed product that XLA's CPU backend runs as a float32 GEMM after
+    upcasting the operand (a copy of every weight). Here the cotangent is rounded to the
+    operands' dtype once, as in a bf16 torch model's backward, and dx = g @ w is a bf16 x
+    bf16 product accumulated in float32 (dw = g.T @ x contracts over the rows, a form XLA's
+    CPU backend runs in float32 whatever the operands). tests/model/test_ops.py bounds the
+    difference to the float32 gradient. Reverse mode only (a ``custom_vjp``)."""
+    return _product(x, w)
+
+
+def _low_precision_fwd(x, w):
+    return _product(x, w), (x, w)
+
+
+def _low_precision_bwd(res, g):
+    """g f32[M, N] -> (dx [M, K], dw [N, K]) in the operands' dtype."""
+    x, w = res
+    g = g.astype(x.dtype)
+    dx = jax.lax.dot_general(g, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    dw = jax.lax.dot_general(g, x, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_low_precision_product.defvjp(_low_precision_fwd, _low_precision_bwd)
 
 
 def _cpu_product(x, w):

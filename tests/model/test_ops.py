@@ -95,3 +95,91 @@ def test_simulated_multi_device_run_uses_the_accelerator_order():
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_bf16_backward_products_are_bf16_and_match_float64():
+    """The gradient of a bf16 dense: both backward products take bf16 operands (no float32
+    GEMM on upcast weights in the compiled program), and equal a float64 product of the
+    same bf16 cotangent and operands to one bf16 rounding of the result (2**-8 relative)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 100, 96)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((40, 96)), jnp.bfloat16)
+    c = jnp.asarray(rng.standard_normal((2, 100, 40)), jnp.float32)
+
+    def loss(x, w):
+        return jnp.sum(dense(x, w).astype(jnp.float32) * c)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    dx, dw = grad(x, w)
+    assert dx.dtype == dw.dtype == jnp.bfloat16
+    g = np.asarray(c.astype(jnp.bfloat16), np.float64).reshape(200, 40)  # the bf16 output's cotangent
+    want_dx = (g @ np.asarray(w, np.float64)).reshape(x.shape)
+    want_dw = g.T @ np.asarray(x, np.float64).reshape(200, 96)
+    for got, want in ((dx, want_dx), (dw, want_dw)):
+        err = np.abs(np.asarray(got, np.float64) - want)
+        assert np.all(err <= 2.0 ** -8 * np.abs(want) + 1e-6 * np.abs(want).max())
+    # dx = g @ w, the product that reads the weight: bf16 x bf16 (JAX's own transpose makes it
+    # a float32 product of an upcast copy of w). dw contracts over the rows, a form XLA's CPU
+    # backend computes in float32 whatever the operands' dtype.
+    dx_products = [t for shape, t in _dots(grad.lower(x, w).compile().as_text()) if shape == "f32[200,96]"]
+    assert dx_products and all(t == ["bf16", "bf16"] for t in dx_products), dx_products
+
+
+def _dots(hlo: str) -> list[tuple[str, list[str]]]:
+    """(result type, element types of the two operands) of every dot in an HLO module's text."""
+    import re
+    defs = dict(re.findall(r"%(\S+) = (\w+)\[", hlo))
+    return [(out, [defs.get(name, "?") for name in re.findall(r"%([^\s,)]+)", args)[:2]])
+            for out, args in re.findall(r"= (\w+\[[\d,]*\])\{[\d,]*\} dot\(([^)]*)\)", hlo)]
+
+
+@pytest.mark.slow  # three compiled gradients of pg1-tiny (~60 s on a shared 2-core CPU)
+def test_bf16_model_gradient_stays_near_float32(monkeypatch):
+    """A bfloat16 model's training gradient (pg1-tiny, suffix loss) against the float32
+    model's: every parameter's gradient within 5% (relative L2) of float32's, and the
+    bf16 backward products no further from it than JAX's own transpose (the float32
+    products on upcast operands they replace) plus 1% of the gradient (measured: ~1% for
+    both)."""
+    import equinox as eqx
+
+    from pgbench.config import PRESETS
+    from pgbench.checkpoints.random_params import init_params
+    from pgbench.model import ops
+    from pgbench.model import paligemma as pg
+
+    cfg = PRESETS["pg1-tiny"]
+    model = init_params(cfg, jax.random.key(1))
+    rng = np.random.default_rng(0)
+    b, t = 2, 12
+    tokens = rng.integers(1, cfg.llm.vocab_size, (b, t)).astype(np.int32)
+    mask_ar = (np.arange(t) >= 4).astype(np.int32)[None].repeat(b, 0)
+    args = (rng.uniform(-1, 1, (b, cfg.vision.image_size, cfg.vision.image_size, 3)).astype(np.float32),
+            tokens, np.ones((b, t), bool), mask_ar, mask_ar)
+
+    def grads(dtype):
+        m = pg.cast(model, dtype)
+        g = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.mean(pg.suffix_loss(m, *args))))(m)
+        return [np.asarray(x, np.float64) for x in jax.tree.leaves(g)]
+
+    ref = grads(jnp.float32)
+    new = grads(jnp.bfloat16)
+    monkeypatch.setattr(ops, "LOW_PRECISION", ())  # JAX's own transpose of the bf16 products
+    old = grads(jnp.bfloat16)
+    # a gradient that is zero in exact arithmetic (SigLIP's key bias: softmax ignores a shift
+    # shared by all keys) is rounding noise in every dtype: relative to at least 1e-3 of the
+    # largest parameter gradient
+    floor = 1e-3 * max(np.linalg.norm(r) for r in ref)
+    for r, n, o in zip(ref, new, old):
+        norm = max(np.linalg.norm(r), floor)
+        err_new, err_old = np.linalg.norm(n - r) / norm, np.linalg.norm(o - r) / norm
+        assert err_new < 0.05 and err_new <= err_old + 0.01, (r.shape, err_new, err_old)
+
+
+def test_float32_dense_gradient_unchanged():
+    """float32 keeps JAX's own transpose: gradients equal float64 to float32 rounding."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((50, 96)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((40, 96)), jnp.float32)
+    dx, dw = jax.grad(lambda x, w: jnp.sum(dense(x, w) ** 2), argnums=(0, 1))(x, w)
+    y = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    np.testing.assert_allclose(dx, 2 * y @ np.asarray(w, np.float64), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dw, 2 * y.T @ np.asarray(x, np.float64), rtol=1e-4, atol=1e-3)
