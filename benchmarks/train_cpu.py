@@ -10,14 +10,16 @@ by pgbench's own writer), see the same batch and run at the same dtype:
   Adam -> lr -> cosine schedule; float32 optimizer state), the model ``stacked`` as
   ``pgbench transfer`` holds it, run in the layer form ``--layers`` (default auto: per layer
   on one CPU device, as ``pgbench transfer`` runs it), ``--remat`` (default none, as
-  transformers' default), and glibc told to keep freed host memory for the next step
-  (``pgbench.host_memory``, as ``pgbench transfer`` does);
+  transformers' default);
 - transformers: ``PaliGemmaForConditionalGeneration`` in ``train()`` mode, logits kept for
   the text positions only (``logits_to_keep``), the same suffix loss written in torch,
   ``clip_grad_norm_(1.0)`` and ``torch.optim.AdamW`` (torch's defaults otherwise; its state
   has the parameters' dtype).
 
-"bfloat16" means bfloat16 parameters and activations on both sides.
+"bfloat16" means bfloat16 parameters and activations on both sides. Both processes tell glibc
+to keep freed host memory for the next step (``pgbench.host_memory``, as ``pgbench transfer``
+does): an allocator setting, not part of either library, so neither side pays page faults
+the other is spared.
 
 Each side is ONE process per dtype that builds its model, compiles / warms up with one
 step, then waits for orders: the driver alternates single timed steps between the two
@@ -258,10 +260,9 @@ def serve(args) -> None:
         sys.stdout.write(MARK + json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    kept = False
-    if args.role == "pgbench":  # as pgbench transfer runs: before JAX starts its threads
-        from pgbench.host_memory import keep_freed_memory
-        kept = keep_freed_memory()
+    # Both sides, before their libraries start threads (pgbench transfer does the same).
+    from pgbench.host_memory import keep_freed_memory
+    kept = keep_freed_memory()
     t0 = time.perf_counter()
     side = (PgbenchSide if args.role == "pgbench" else TransformersSide)(args)
     build_s = time.perf_counter() - t0
@@ -427,8 +428,9 @@ def _layer_forms(res: dict) -> str:
 
 
 def _kept_memory(res: dict) -> bool:
-    return any(v["pgbench"]["setup"].get("keeps_freed_memory") for v in res["raw"].values()
-               if "setup" in v.get("pgbench", {}))
+    """Whether every side's process kept freed host memory (glibc mallopt)."""
+    sides = [side for v in res["raw"].values() for side in v.values() if isinstance(side, dict) and "setup" in side]
+    return bool(sides) and all(side["setup"].get("keeps_freed_memory") for side in sides)
 
 
 def markdown(res: dict) -> str:
@@ -442,7 +444,7 @@ def markdown(res: dict) -> str:
              f"{g['num_kv_heads']} KV head(s), MLP {g['mlp_dim']}, vocabulary {g['vocab_size']}. Same random weights "
              f"and batch on both sides; loss on the suffix only; pgbench remat: {res['remat']}; pgbench layers: "
              f"{_layer_forms(res)} (--layers {res.get('layers', 'auto')})"
-             + ("; pgbench's process keeps freed host memory (pgbench.host_memory, as pgbench transfer)"
+             + ("; each side's process keeps freed host memory (pgbench.host_memory, as pgbench transfer)"
                 if _kept_memory(res) else "") + ".", "",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
              + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
