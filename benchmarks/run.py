@@ -26,6 +26,7 @@ FULL = [
     ["benchmarks.eval_cpu"],
     ["benchmarks.train_cpu"],
     ["benchmarks.lora_memory"],
+    ["benchmarks.transfer_memory"],
 ]
 
 
@@ -43,6 +44,7 @@ def quick(out: str) -> list[list[str]]:
         ["benchmarks.eval_cpu", "--quick", "--out", f"{out}/eval"],
         ["benchmarks.train_cpu", "--quick", "--out", f"{out}/train"],
         ["benchmarks.lora_memory", "--config", "pg1-tiny", "--rank", "2", "--out", f"{out}/lora_memory"],
+        ["benchmarks.transfer_memory", "--quick", "--out", f"{out}/transfer_memory"],
     ]
 
 
