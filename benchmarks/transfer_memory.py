@@ -16,20 +16,18 @@ The options (flags of ``pgbench transfer``):
 - ``full-bf16``: ``--param-dtype bfloat16`` (optimizer state stays float32);
 - ``freeze-img-f32`` / ``freeze-img-bf16``: ``--freeze img`` (vision tower and projection
   frozen: no gradient, no optimizer state, no backward pass through SigLIP);
-- ``lora-r<R>-f32`` / ``lora-r<R>-bf16`` (*computed*, pgbench has no ``--lora-rank`` yet):
-  the compiled step of a proxy that backpropagates through every decoder layer but trains
-  only their ``pre_attention_norm`` scales (what LoRA's backward pass does without its
-  adapters), plus the adapters' parameters, gradients and float32 Adam moments from the
-  formula ``R x (d_in + d_out)`` per adapted projection (q, k, v, attn_out, gate, up, down).
+- ``lora-r<R>-f32`` / ``lora-r<R>-bf16``: ``--lora-rank R`` (``pgbench.lora``: rank-R adapters
+  on every decoder projection, float32, the whole base model frozen; with ``--param-dtype``
+  for the base).
 
 Figures are XLA-CPU's buffer assignment on one device. XLA's GPU backend assigns buffers
-with its own fusion and scheduling, so its figures differ (typically lower temporaries: it
-fuses the optimizer update more aggressively); use them as an estimate for accelerators, not
-a guarantee. With ``--mesh fsdp=N`` parameters, gradients and optimizer state divide by about
+with its own fusion and scheduling, so its figures differ (not measured here: no GPU); use
+them as an estimate for accelerators, not a guarantee. With ``--mesh fsdp=N`` parameters, gradients and optimizer state divide by about
 N per device, activations do not (each device holds its share of the batch).
 
-    python -m benchmarks.transfer_memory            # 12 released presets x options x micro-batch 1, 8
-    python -m benchmarks.transfer_memory --quick --out DIR   # tiny presets + the measurement, seconds
+    python -m benchmarks.transfer_memory            # 12 presets x 6 options x micro-batch 1, 8 (42 min here)
+    python -m benchmarks.transfer_memory --resume   # go on after a kill (rows are saved per preset)
+    python -m benchmarks.transfer_memory --quick --out DIR   # pg1-tiny + the measurement (a minute)
 
 The run also measures one real step on a ~130M-parameter config (``--check-config``) and
 records the process's peak resident memory during the step next to the compiled figure, so
@@ -43,7 +41,7 @@ import argparse
 import dataclasses
 import gc
 import json
-import re
+import shlex
 import subprocess
 import sys
 import time
@@ -56,12 +54,8 @@ from benchmarks.common import load_average, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 2**30
-RELEASED = [f"{family}-{size}-{res}" for family, size in (("pg1", "3b"), ("pg2", "3b"), ("pg2", "10b"),
-                                                          ("pg2", "28b")) for res in (224, 448, 896)]
-# Trains only each decoder layer's pre-attention norm: a backward pass through every decoder
-# layer (as LoRA's) with next to no trained parameters.
-LORA_PROXY_FREEZE = (r"(?!llm/blocks/pre_attention_norm$).*",)
-LORA_TARGETS = ("q", "k", "v", "attn_out", "gate", "up", "down")
+RELEASED = [f"{family}-{size}-{res}" for res in (224, 448, 896)
+            for family, size in (("pg1", "3b"), ("pg2", "3b"), ("pg2", "10b"), ("pg2", "28b"))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +65,14 @@ class Option:
     name: str
     param_dtype: str
     freeze: tuple[str, ...] = ()
-    lora_rank: int = 0  # > 0: computed LoRA row (proxy step + adapter formula)
+    lora_rank: int = 0  # > 0: --lora-rank (adapters on every decoder projection, base frozen)
 
     @property
     def flags(self) -> str:
         out = [f"--param-dtype {self.param_dtype}"] if self.param_dtype != "float32" else []
+        out += [f"--freeze {f}" for f in self.freeze]
         if self.lora_rank:
-            out.append(f"LoRA rank {self.lora_rank} (computed)")
-        else:
-            out += [f"--freeze {f}" for f in self.freeze]
+            out.append(f"--lora-rank {self.lora_rank}")
         return " ".join(out) or "(defaults)"
 
 
@@ -87,7 +80,7 @@ def options(lora_rank: int = 16) -> dict[str, Option]:
     opts = [Option("full-f32", "float32"), Option("full-bf16", "bfloat16"),
             Option("freeze-img-f32", "float32", ("img",)), Option("freeze-img-bf16", "bfloat16", ("img",))]
     if lora_rank:
-        opts += [Option(f"lora-r{lora_rank}-{s}", d, LORA_PROXY_FREEZE, lora_rank)
+        opts += [Option(f"lora-r{lora_rank}-{s}", d, lora_rank=lora_rank)
                  for s, d in (("f32", "float32"), ("bf16", "bfloat16"))]
     return {o.name: o for o in opts}
 
@@ -116,16 +109,28 @@ def abstract_model(cfg, param_dtype: str):
     return jax.eval_shape(lambda f: from_bigvision_params(f, cfg, dtype=param_dtype, stacked=True), flat)
 
 
-def partition(model, freeze):
-    """(trainable, frozen) as ``run_transfer`` splits them. ``optim.trainable_mask`` tells
-    arrays from static fields with ``eqx.is_array``, so it reads the names off scalar stand-ins."""
+def partition(model, option: Option, *, abstract: bool = True):
+    """(trainable, frozen) as ``run_transfer`` splits them: the base frozen and fresh adapters
+    attached under ``--lora-rank`` (seed 0), else the ``--freeze`` patterns. The masks tell
+    arrays from static fields with ``eqx.is_array``, so they read the names off scalar stand-ins."""
     import equinox as eqx
     import jax
 
-    from pgbench import optim
+    from pgbench import lora, optim
 
+    if option.lora_rank:
+        spec = lora.make_spec(option.lora_rank)
+        key = jax.random.fold_in(jax.random.key(0), _train_lora_key())
+        model = (jax.eval_shape(lambda m: lora.attach(m, spec, key), model) if abstract
+                 else lora.attach(model, spec, key))
     stand_in = jax.tree.map(lambda a: np.zeros((), a.dtype), model)
-    return eqx.partition(model, optim.trainable_mask(stand_in, freeze))
+    mask = lora.trainable_mask(stand_in) if option.lora_rank else optim.trainable_mask(stand_in, option.freeze)
+    return model, eqx.partition(model, mask)
+
+
+def _train_lora_key() -> int:
+    from pgbench.train import LORA_KEY
+    return LORA_KEY
 
 
 def abstract_batch(cfg, accum: int, micro_batch: int, text_len: int) -> dict:
@@ -149,8 +154,7 @@ def build_step(cfg, option: Option, *, micro_batch: int, accum: int = 1, text_le
     from pgbench import optim
     from pgbench.train_step import LossConfig, make_train_step
 
-    model = abstract_model(cfg, option.param_dtype)
-    trainable, frozen = partition(model, option.freeze)
+    model, (trainable, frozen) = partition(abstract_model(cfg, option.param_dtype), option)
     tx, schedule = optim.bigvision_optimizer(trainable, lr=1e-5, wd=wd, total_steps=1000)
     opt_state = jax.eval_shape(tx.init, trainable)
     step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat), seed=0)
@@ -177,13 +181,13 @@ def compiled_peak(stats) -> int:
 
 
 def lora_adapter_params(cfg, rank: int) -> int:
-    """Parameters of rank-``rank`` adapters (A: d_in x r, B: r x d_out) on every decoder
-    layer's q, k, v, attn_out, gate, up and down projections."""
+    """Parameters of rank-``rank`` adapters (A: r x d_in, B: d_out x r) on every decoder
+    layer's q, k, v, attn_out, gate, up and down projections (a formula, for extrapolating)."""
     llm = cfg.llm
     d, q, kv, f = llm.width, llm.num_heads * llm.head_dim, llm.num_kv_heads * llm.head_dim, llm.mlp_dim
     dims = {"q": (d, q), "k": (d, kv), "v": (d, kv), "attn_out": (q, d), "gate": (d, f), "up": (d, f),
             "down": (f, d)}
-    return llm.depth * rank * sum(a + b for a, b in (dims[t] for t in LORA_TARGETS))
+    return llm.depth * rank * sum(a + b for a, b in dims.values())
 
 
 def step_memory(cfg, option: Option, *, micro_batch: int, accum: int = 1, text_len: int = 64,
@@ -206,28 +210,9 @@ def step_memory(cfg, option: Option, *, micro_batch: int, accum: int = 1, text_l
            "batch_bytes": tree_bytes(args[3]),
            "argument_bytes": stats.argument_size_in_bytes, "output_bytes": stats.output_size_in_bytes,
            "alias_bytes": stats.alias_size_in_bytes, "temp_bytes": stats.temp_size_in_bytes,
-           "peak_bytes": peak, "compile_s": round(compile_s, 2), "computed": False}
-    if option.lora_rank:
-        row.update(lora_row(cfg, option, row))
+           "peak_bytes": peak, "compile_s": round(compile_s, 2)}
     row["other_bytes"] = row["peak_bytes"] - row["params_bytes"] - row["grads_bytes"] - row["opt_state_bytes"]
     return row
-
-
-def lora_row(cfg, option: Option, proxy: dict) -> dict:
-    """The LoRA figures from the proxy's compiled step: its trained norm scales' gradients and
-    Adam moments swapped for the adapters' float32 parameters, float32 gradients and two
-    float32 Adam moments; the temporaries grow by two adapter-sized float32 buffers (the
-    gradient and an update buffer, as XLA-CPU's compiled full fine-tuning steps hold)."""
-    n = lora_adapter_params(cfg, option.lora_rank)
-    adapters = 4 * n  # float32 bytes
-    swapped = proxy["grads_bytes"] + proxy["opt_state_bytes"]
-    return {"computed": True, "proxy_trainable_params": proxy["trainable_params"],
-            "proxy_peak_bytes": proxy["peak_bytes"], "trainable_params": n,
-            "params": proxy["params"] + n, "params_bytes": proxy["params_bytes"] + adapters,
-            "grads_bytes": adapters, "opt_state_bytes": 2 * adapters,
-            "temp_bytes": proxy["temp_bytes"] - proxy["grads_bytes"] + 2 * adapters,
-            # + parameters, + two Adam moments, + gradient and update buffer in the temporaries
-            "peak_bytes": proxy["peak_bytes"] - swapped + adapters + 2 * adapters + 2 * adapters}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,7 +242,7 @@ def measure_real_step(cfg_name: str, option_name: str, micro_batch: int, text_le
     compiled = step_fn.lower(*args).compile()
     stats = compiled.memory_analysis()
     model = init_params(cfg, jax.random.key(0), dtype=jnp.dtype(option.param_dtype))
-    trainable, frozen = partition(model, option.freeze)
+    _, (trainable, frozen) = partition(model, option, abstract=False)
     del model
     from pgbench import optim
     tx, _ = optim.bigvision_optimizer(trainable, lr=1e-5, total_steps=1000)
@@ -306,20 +291,39 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """Peak GiB per device, one table per micro-batch: presets down, options across."""
+    ok = [r for r in rows if "error" not in r]
+    opts = list(dict.fromkeys(r["option"] for r in ok))
+    peak = {(r["preset"], r["option"], r["micro_batch"]): r["peak_bytes"] for r in ok}
+    out = []
+    for mb in dict.fromkeys(r["micro_batch"] for r in ok):
+        out += ["", f"Peak GiB per device, micro-batch {mb}:", "",
+                "| preset | " + " | ".join(opts) + " |", "| --- |" + " --: |" * len(opts)]
+        for preset in dict.fromkeys(r["preset"] for r in ok):
+            cells = [_gib(peak[(preset, o, mb)]) if (preset, o, mb) in peak else "-" for o in opts]
+            out.append(f"| {preset} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [
         "# Transfer memory per device (XLA's compiled training step)", "",
         f"{m['date']}; {m['cpu']} ({m['cores']} cores), jax {m['jax']} ({m['jax_backend']} backend); "
-        f"`python -m benchmarks.transfer_memory {' '.join(res['argv'])}`".rstrip() + ".", "",
+        + (f"`XLA_FLAGS={m['xla_flags']}` " if m.get("xla_flags") else "")
+        + f"`python -m benchmarks.transfer_memory {' '.join(map(shlex.quote, res['argv']))}`"
+        + ".", "",
         f"One optimizer step of `pgbench transfer` (suffix loss, big_vision's optimizer, "
         f"`--remat {res['remat']}`), micro-batch m examples of {res['text_len']} text tokens "
         "plus the image tokens, compiled from abstract inputs; figures from "
         "`compiled.memory_analysis()`, GiB (2^30 bytes). peak = parameters + optimizer state + "
         "batch (arguments) + temporaries + outputs not donated. grads = one gradient per trained "
         "parameter in its dtype; other = peak - params - grads - optimizer state (activations "
-        "kept for the backward pass, update buffers, workspace). Rows marked * are computed, not "
-        "compiled (LoRA: see below). XLA-CPU buffer assignment; XLA on a GPU assigns its own.", "",
+        "kept for the backward pass, update buffers, workspace). XLA-CPU buffer assignment; XLA "
+        "on a GPU assigns its own.",
+    ] + summary(res["rows"]) + [
+        "", "Every figure:", "",
         "| preset | option | m | params | trained | params GiB | grads GiB | opt state GiB | temp GiB "
         "| other GiB | **peak GiB** |",
         "| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |"]
@@ -327,39 +331,54 @@ def markdown(res: dict) -> str:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r['option']} | {r['micro_batch']} | error: {r['error']} |")
             continue
-        star = "*" if r["computed"] else ""
         lines.append(
-            f"| {r['preset']} | {r['option']}{star} | {r['micro_batch']} | {_count(r['params'])} "
+            f"| {r['preset']} | {r['option']} | {r['micro_batch']} | {_count(r['params'])} "
             f"| {_count(r['trainable_params'])} | {_gib(r['params_bytes'])} | {_gib(r['grads_bytes'])} "
             f"| {_gib(r['opt_state_bytes'])} | {_gib(r['temp_bytes'])} | {_gib(r['other_bytes'])} "
             f"| **{_gib(r['peak_bytes'])}** |")
     if res.get("accumulation"):
-        lines += ["", "Gradient accumulation (`--micro-batch m`, K = batch / m micro-batches per step): "
-                  "the step keeps a float32 gradient sum beside the micro-batch's gradient.", "",
+        lines += ["", "Gradient accumulation (`--micro-batch m`, K = batch / m micro-batches per step, "
+                  "scanned; the gradient sum is carried in float32):", "",
                   "| preset | option | m | K | peak GiB | K = 1 peak GiB |", "| --- | --- | --: | --: | --: | --: |"]
         for r in res["accumulation"]:
             lines.append(f"| {r['preset']} | {r['option']} | {r['micro_batch']} | {r['accum']} "
                          f"| {_gib(r['peak_bytes'])} | {_gib(r['k1_peak_bytes'])} |")
     if res.get("lora_rank"):
-        lines += ["", f"*LoRA rank {res['lora_rank']} rows are computed: pgbench has no LoRA yet. Each is the "
-                  "compiled step of a proxy that freezes every parameter except the decoder layers' "
-                  "pre-attention norm scales (so the backward pass runs through every decoder layer, as "
-                  "LoRA's, but not through SigLIP), with the proxy's trained scales swapped for rank-R "
-                  "adapters on q, k, v, attn_out, gate, up, down of every decoder layer: R x (d_in + d_out) "
-                  "float32 parameters each, their float32 gradients and two float32 Adam moments. The "
-                  "adapters' own activations (m x tokens x R per projection) are not counted."]
+        lines += ["", f"LoRA rows: `--lora-rank {res['lora_rank']}` (alpha = rank), adapters on q, k, v, "
+                  "attn_out, gate, up, down of every decoder layer, float32 (with their gradients and "
+                  "Adam moments); the base model frozen in the row's dtype."]
     c = res.get("check")
     if c:
         lines += ["", "## Check: a real step measured",
                   "", f"`{c['config']}` ({c['params'] / 1e6:.0f}M parameters), {c['option']}, micro-batch "
                   f"{c['micro_batch']}: the executable compiled from abstract inputs run on real arrays; the "
                   "process's resident memory rose by "
-                  f"{c['measured_rise_bytes'] / 2**20:.0f} MiB during the step (high-water mark over the "
-                  f"resident set before it) against the compiled {c['predicted_rise_bytes'] / 2**20:.0f} MiB "
+                  f"{c['measured_rise_bytes'] / 2**20:.0f} MiB (high-water mark during the second step over the "
+                  f"resident set before the first) against the compiled {c['predicted_rise_bytes'] / 2**20:.0f} MiB "
                   f"(temporaries + non-donated outputs): ratio {c['measured_rise_bytes'] / c['predicted_rise_bytes']:.3f}. "
                   f"Arguments held before the step: {c['argument_bytes'] / 2**20:.0f} MiB compiled, "
                   f"resident set {c['rss_before_bytes'] / 2**20:.0f} MiB (with the Python process and jax)."]
     return "\n".join(lines) + "\n"
+
+
+def _save(stem: Path, res: dict) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    stem.with_suffix(".md").write_text(markdown(res))
+
+
+def _earlier_rows(stem: Path, res: dict) -> dict:
+    """Rows of an earlier (killed) run into ``stem``.json, by (preset, option, m, K), when it
+    compiled with the same jax, remat and text length."""
+    path = stem.with_suffix(".json")
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if (old["machine"]["jax"], old["remat"], old["text_len"]) != (res["machine"]["jax"], res["remat"],
+                                                                   res["text_len"]):
+        return {}
+    return {(r["preset"], r["option"], r["micro_batch"], r.get("accum", 1)): r
+            for r in old["rows"] + old.get("accumulation", []) if "error" not in r}
 
 
 def main(argv=None) -> int:
@@ -376,6 +395,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check-micro-batch", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny presets, a small check config")
     ap.add_argument("--out", default=str(RESULTS / "transfer_memory"))
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the rows of --out's .json (same jax, remat, text length)")
     ap.add_argument("--role", default="run", choices=["run", "measure"])
     args = ap.parse_args(argv)
     if args.role == "measure":
@@ -395,25 +416,33 @@ def main(argv=None) -> int:
     res = {"machine": machine.describe(), "argv": list(argv if argv is not None else sys.argv[1:]),
            "remat": args.remat, "text_len": args.text_len, "lora_rank": args.lora_rank,
            "load_before": load_average(), "rows": [], "accumulation": []}
+    done = _earlier_rows(Path(args.out), res) if args.resume else {}
+
+    def measured(cfg, opt, mb, accum=1):
+        key = (cfg.name, opt.name, mb, accum)
+        if key in done:
+            return done[key]
+        try:
+            row = step_memory(cfg, opt, micro_batch=mb, accum=accum, text_len=args.text_len, remat=remat)
+        except Exception as e:  # noqa: BLE001 - one failed compile must not lose the table
+            row = {"preset": cfg.name, "option": opt.name, "micro_batch": mb, "accum": accum,
+                   "error": f"{type(e).__name__}: {e}"}
+        print(f"[transfer_memory] {cfg.name} {opt.name} m={mb} K={accum}: "
+              f"{row.get('peak_bytes', 0) / GIB:.2f} GiB ({row.get('compile_s', '-')} s)",
+              file=sys.stderr, flush=True)
+        jax.clear_caches()
+        return row
+
     for name in args.presets:
         cfg = get_config(name)
         for opt in chosen:
             for mb in args.micro_batches:
-                try:
-                    row = step_memory(cfg, opt, micro_batch=mb, text_len=args.text_len, remat=remat)
-                except Exception as e:  # noqa: BLE001 - one failed compile must not lose the table
-                    row = {"preset": name, "option": opt.name, "micro_batch": mb, "error": f"{type(e).__name__}: {e}"}
-                res["rows"].append(row)
-                print(f"[transfer_memory] {name} {opt.name} m={mb}: "
-                      f"{row.get('peak_bytes', 0) / GIB:.2f} GiB ({row.get('compile_s', '-')} s)",
-                      file=sys.stderr, flush=True)
-                jax.clear_caches()
+                res["rows"].append(measured(cfg, opt, mb))
         if args.accum > 1 and (name.endswith("-224") or args.quick):
-            k1 = next(r for r in res["rows"] if r["preset"] == name and r["option"] == chosen[0].name
-                      and r["micro_batch"] == args.micro_batches[0])
-            acc = step_memory(cfg, chosen[0], micro_batch=args.micro_batches[0], accum=args.accum,
-                              text_len=args.text_len, remat=remat)
-            res["accumulation"].append({**acc, "k1_peak_bytes": k1["peak_bytes"]})
+            k1 = res["rows"][-len(chosen) * len(args.micro_batches)]  # first option, first micro-batch
+            acc = measured(cfg, chosen[0], args.micro_batches[0], args.accum)
+            res["accumulation"].append({**acc, "k1_peak_bytes": k1.get("peak_bytes", 0)})
+        _save(Path(args.out), res)  # a killed run resumes from here with --resume
     if args.check_config:
         res["check"] = measure_in_subprocess(args.check_config, args.check_option, args.check_micro_batch,
                                              args.text_len)

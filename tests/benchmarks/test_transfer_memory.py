@@ -52,21 +52,20 @@ def test_arguments_are_parameters_adam_moments_and_batch(option, dtype_bytes, tr
     assert row["other_bytes"] == row["peak_bytes"] - row["params_bytes"] - row["grads_bytes"] - row["opt_state_bytes"]
 
 
-def test_lora_adapter_count_by_hand():
-    """pg1-tiny: width 64, 4 query heads and 1 KV head of 16, MLP 128, 2 layers; rank 16:
-    q 64+64, k and v 64+16 each, attn_out 64+64, gate and up 64+128 each, down 128+64."""
-    per_layer = 16 * ((64 + 64) + 2 * (64 + 16) + (64 + 64) + 2 * (64 + 128) + (128 + 64))
-    assert tm.lora_adapter_params(get_preset("pg1-tiny"), 16) == 2 * per_layer == 31744
-
-
-def test_lora_row_swaps_the_proxy_trained_part_for_adapters():
+def test_lora_step_trains_the_adapters_counted_by_hand():
+    """pg1-tiny, --lora-rank 16: width 64, 4 query heads and 1 KV head of 16, MLP 128, 2
+    layers; adapters r x (in + out) on q 64+64, k and v 64+16 each, attn_out 64+64, gate and
+    up 64+128 each, down 128+64. Only they train (float32, two Adam moments each); the base
+    stays in the arguments in its own dtype."""
     cfg = get_preset("pg1-tiny")
-    row = tm.step_memory(cfg, tm.options(16)["lora-r16-f32"], micro_batch=1)
-    n = tm.lora_adapter_params(cfg, 16)
-    assert row["computed"] and row["trainable_params"] == n
-    assert row["proxy_trainable_params"] == cfg.llm.depth * cfg.llm.width  # the pre-attention norms
-    assert (row["grads_bytes"], row["opt_state_bytes"]) == (4 * n, 8 * n)
-    assert row["peak_bytes"] > row["proxy_peak_bytes"]
+    n = 2 * 16 * ((64 + 64) + 2 * (64 + 16) + (64 + 64) + 2 * (64 + 128) + (128 + 64))
+    assert n == 31744 == tm.lora_adapter_params(cfg, 16)
+    base = sum(int(np.prod(s)) for s in expected_shapes(cfg).values())
+    row = tm.step_memory(cfg, tm.options(16)["lora-r16-bf16"], micro_batch=1, text_len=64)
+    assert (row["trainable_params"], row["params"]) == (n, base + n)
+    assert (row["grads_bytes"], row["opt_state_bytes"]) == (4 * n, 8 * n + 8)
+    batch = cfg.image_size**2 * 3 * 4 + 64 * 13
+    assert row["argument_bytes"] == 2 * base + 4 * n + 8 * n + 8 + batch + 4
 
 
 def test_quick_run_writes_tables_and_its_real_step_matches_the_compiled_figure(tmp_path):
