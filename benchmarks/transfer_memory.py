@@ -2,7 +2,8 @@
 
 For every preset x memory option x micro-batch, the training step ``pgbench transfer`` runs
 (``train_step.make_train_step``: suffix loss, big_vision's optimizer chain from ``optim``,
-``--remat nothing_saveable``, one micro-batch per pass) is lowered and compiled for this
+``--remat nothing_saveable``, one micro-batch per pass, the layers in the stacked
+``lax.scan`` form that transfer runs on accelerators and meshes) is lowered and compiled for this
 machine's backend from *abstract* inputs (``jax.ShapeDtypeStruct`` model, optimizer state and
 batch: nothing is allocated), and ``compiled.memory_analysis()`` gives XLA's buffer assignment:
 
@@ -157,7 +158,9 @@ def build_step(cfg, option: Option, *, micro_batch: int, accum: int = 1, text_le
     model, (trainable, frozen) = partition(abstract_model(cfg, option.param_dtype), option)
     tx, schedule = optim.bigvision_optimizer(trainable, lr=1e-5, wd=wd, total_steps=1000)
     opt_state = jax.eval_shape(tx.init, trainable)
-    step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat), seed=0)
+    # The stacked (lax.scan) form: what transfer runs on an accelerator and on any mesh (on one
+    # CPU device LossConfig's "auto" runs the layers unrolled, whose memory differs).
+    step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat, layers="stacked"), seed=0)
     args = (trainable, frozen, opt_state, abstract_batch(cfg, accum, micro_batch, text_len),
             jax.ShapeDtypeStruct((), jnp.int32))
     return step_fn, args, {"model": model, "trainable": trainable, "opt_state": opt_state}
