@@ -156,12 +156,17 @@ def attach(model, spec: LoraSpec, key):
     """The model with fresh adapters on its decoder (``spec``'s targets), seeded by ``key``.
     Its forward equals ``model``'s exactly (B = 0). Stacked or per-layer blocks alike; the
     same key draws the same adapters in either form."""
+    return _with_adapters(model, _init_adapters(_stacked_shapes(model.llm.blocks), spec, key), spec.scale)
+
+
+def _with_adapters(model, lora: dict[str, Adapter], scale: float):
+    """The model's decoder blocks as LoraBlocks carrying ``lora`` (stacked adapters, [L, ...];
+    per-layer blocks get layer i's slice)."""
     blocks = model.llm.blocks
-    lora = _init_adapters(_stacked_shapes(blocks), spec, key)
     if is_stacked(blocks):
-        new = _with_lora(blocks, lora, spec.scale)
+        new = _with_lora(blocks, lora, scale)
     else:
-        new = tuple(_with_lora(layer, jax.tree.map(lambda x: x[i], lora), spec.scale)
+        new = tuple(_with_lora(layer, jax.tree.map(lambda x: x[i], lora), scale)
                     for i, layer in enumerate(blocks))
     return eqx.tree_at(lambda m: m.llm.blocks, model, new)
 
@@ -220,16 +225,10 @@ def apply_npz(model, path: Path):
         scale = float(f["scale"])
         names = sorted({k.split("/")[0] for k in f.files if "/" in k})
         lora = {t: Adapter(a=jnp.asarray(f[f"{t}/a"]), b=jnp.asarray(f[f"{t}/b"])) for t in names}
-    blocks = model.llm.blocks
-    shapes = _stacked_shapes(blocks)
+    shapes = _stacked_shapes(model.llm.blocks)
     for t, ad in lora.items():
         w = shapes.get(t)
         if w is None or ad.b.shape[:2] != w[:2] or ad.a.shape[::2] != w[::2]:
             raise InputError(f"{path}: adapter {t!r} (a {ad.a.shape}, b {ad.b.shape}) does not fit "
                              f"this model's projections")
-    if isinstance(blocks, tuple):
-        new = tuple(_with_lora(b, jax.tree.map(lambda x: x[i], lora), scale).weights()
-                    for i, b in enumerate(blocks))
-    else:
-        new = _with_lora(blocks, lora, scale).weights()
-    return eqx.tree_at(lambda m: m.llm.blocks, model, new)
+    return merged(_with_adapters(model, lora, scale))
