@@ -22,8 +22,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import machine
 from benchmarks.common import load_average, write_results
 
@@ -32,45 +30,20 @@ MIB = 2**20
 BACKWARD_ONLY = (r"(?!llm/blocks/pre_attention_norm$).*",)  # --freeze: all but these scales
 
 
-def _abstract(tree):
-    import equinox as eqx
-    import jax
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if eqx.is_array(a) else a, tree)
-
-
 def step_memory(cfg, kind: str, *, rank: int, remat, micro_batch: int, text_len: int) -> dict:
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
+    """One float32 step's compiled memory: ``kind`` full | backward_only | lora, built by
+    ``benchmarks.transfer_memory.build_step`` (the step ``run_transfer`` builds, layers stacked)."""
+    from benchmarks.transfer_memory import Option, build_step, tree_size
 
-    from pgbench import lora, optim
-    from pgbench.checkpoints.bigvision_layout import expected_shapes, from_bigvision_params
-    from pgbench.train_step import LossConfig, make_train_step
-
-    flat = {k: jax.ShapeDtypeStruct(s, np.float32) for k, s in expected_shapes(cfg).items()}
-    model = jax.eval_shape(lambda f: from_bigvision_params(f, cfg, stacked=True), flat)
-    stand_in = jax.tree.map(lambda a: np.zeros((), a.dtype), model)  # trainable_mask wants arrays
-    if kind == "lora":
-        model = lora.attach(model, lora.make_spec(rank), jax.random.key(0))  # real (small) adapters
-        mask = lora.trainable_mask(model)
-    else:
-        mask = optim.trainable_mask(stand_in, () if kind == "full" else BACKWARD_ONLY)
-    trainable, frozen = eqx.partition(model, mask)
-    trainable = _abstract(trainable)
-    tx, schedule = optim.bigvision_optimizer(trainable, lr=1e-5, total_steps=100)
-    opt_state = jax.eval_shape(tx.init, trainable)
-    step_fn = make_train_step(tx, schedule, lr=1e-5, lcfg=LossConfig(remat=remat), seed=0)
-    r, km = cfg.image_size, (1, micro_batch)
-    ints = jax.ShapeDtypeStruct((*km, text_len), jnp.int32)
-    batch = {"images": jax.ShapeDtypeStruct((*km, r, r, 3), jnp.float32), "tokens": ints,
-             "input_mask": jax.ShapeDtypeStruct((*km, text_len), jnp.bool_), "mask_ar": ints, "mask_loss": ints}
+    option = {"full": Option("full", "float32"),
+              "backward_only": Option("backward_only", "float32", BACKWARD_ONLY),
+              "lora": Option(f"lora-r{rank}", "float32", lora_rank=rank)}[kind]
     t0 = time.perf_counter()
-    stats = step_fn.lower(trainable, frozen, opt_state, batch,
-                          jax.ShapeDtypeStruct((), jnp.int32)).compile().memory_analysis()
-    n_trained = int(sum(int(np.prod(a.shape)) for a in jax.tree.leaves(trainable)))
-    return {"kind": kind if kind != "lora" else f"lora-r{rank}", "remat": remat or "none",
-            "trained_params": n_trained, "argument_mib": stats.argument_size_in_bytes / MIB,
-            "temp_mib": stats.temp_size_in_bytes / MIB, "compile_s": round(time.perf_counter() - t0, 1)}
+    step_fn, args, parts = build_step(cfg, option, micro_batch=micro_batch, text_len=text_len, remat=remat)
+    stats = step_fn.lower(*args).compile().memory_analysis()
+    return {"kind": option.name, "remat": remat or "none", "trained_params": tree_size(parts["trainable"]),
+            "argument_mib": stats.argument_size_in_bytes / MIB, "temp_mib": stats.temp_size_in_bytes / MIB,
+            "compile_s": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv=None) -> None:
@@ -81,7 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--text-len", type=int, default=32)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    from benchmarks.train_cpu import get_config
+    from benchmarks.transfer_memory import get_config
 
     cfg = get_config(args.config)
     llm = cfg.llm

@@ -118,20 +118,16 @@ def partition(model, option: Option, *, abstract: bool = True):
     import jax
 
     from pgbench import lora, optim
+    from pgbench.train import LORA_KEY
 
     if option.lora_rank:
         spec = lora.make_spec(option.lora_rank)
-        key = jax.random.fold_in(jax.random.key(0), _train_lora_key())
+        key = jax.random.fold_in(jax.random.key(0), LORA_KEY)
         model = (jax.eval_shape(lambda m: lora.attach(m, spec, key), model) if abstract
                  else lora.attach(model, spec, key))
     stand_in = jax.tree.map(lambda a: np.zeros((), a.dtype), model)
     mask = lora.trainable_mask(stand_in) if option.lora_rank else optim.trainable_mask(stand_in, option.freeze)
     return model, eqx.partition(model, mask)
-
-
-def _train_lora_key() -> int:
-    from pgbench.train import LORA_KEY
-    return LORA_KEY
 
 
 def abstract_batch(cfg, accum: int, micro_batch: int, text_len: int) -> dict:
