@@ -26,7 +26,10 @@ def fan_in(name: str, shape: tuple[int, ...]) -> int:
 
     Attention output projections ([.., H, hd, D]: ``out/kernel``, ``attn_vec_einsum``)
     contract over heads and head_dim together, so their fan-in is H * hd, not hd: with hd
-    alone the attention output would start sqrt(H) times too large. Token embeddings are
+    alone the attention output would start sqrt(H) times too large. The ViT's query, key
+    and value kernels ([.., D, H, hd]) contract over D, not H: with H the image tower's
+    attention logits started ~30x too large, its softmax saturated, and the default model
+    never learned where anything is (detection, referring segmentation stayed at chance). Token embeddings are
     looked up, not summed; scaling them by 1/sqrt(width) gives each row a norm near 1.
     """
     if name == "img/embedding/kernel":  # [p, p, 3, C]: a p x p x 3 patch per output
@@ -35,6 +38,8 @@ def fan_in(name: str, shape: tuple[int, ...]) -> int:
         return shape[-1]
     if name.endswith(("out/kernel", "attn_vec_einsum/w")):
         return shape[-3] * shape[-2]
+    if name.endswith(("query/kernel", "key/kernel", "value/kernel")):  # ViT [.., D, H, hd]
+        return shape[-3]
     return shape[-2] if len(shape) >= 2 else 1  # [..., in, out] kernels and [..., D, hd] einsums
 
 
