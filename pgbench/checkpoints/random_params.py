@@ -28,8 +28,8 @@ def fan_in(name: str, shape: tuple[int, ...]) -> int:
     contract over heads and head_dim together, so their fan-in is H * hd, not hd: with hd
     alone the attention output would start sqrt(H) times too large. The ViT's query, key
     and value kernels ([.., D, H, hd]) contract over D, not H: with H the image tower's
-    attention logits started ~30x too large, its softmax saturated, and the default model
-    never learned where anything is (detection, referring segmentation stayed at chance). Token embeddings are
+    attention logits started ~30x too large and its softmax saturated (one of the
+    reasons the default model's image tower learned nothing about positions). Token embeddings are
     looked up, not summed; scaling them by 1/sqrt(width) gives each row a norm near 1.
     """
     if name == "img/embedding/kernel":  # [p, p, 3, C]: a p x p x 3 patch per output

@@ -67,8 +67,20 @@ def test_random_init_is_a_gemma2_paligemma_directory_pgbench_loads(tmp_path):
         ("gemma2", True, 50.0, 30.0, small_model.SLIDING_WINDOW)
     assert g.num_kv_heads < g.num_heads and loaded.num_image_tokens == 64 and g.vocab_size == vocab
     flat = to_bigvision_params(model)  # weights: random_params' draws for seed 5
-    for key in ("llm/embedder/input_embedding", "img/embedding/kernel", "llm/layers/mlp/linear"):
+    for key in ("img/embedding/kernel", "llm/layers/mlp/linear"):
         np.testing.assert_array_equal(np.asarray(flat[key]), random_param(key, flat[key].shape, (5,)))
+    # the token embedding: the draws, except the 1024 <loc> rows, which carry a position code
+    emb = np.asarray(flat["llm/embedder/input_embedding"])
+    drawn = random_param("llm/embedder/input_embedding", emb.shape, (5,))
+    tok = Tokenizer(TINY_TOKENIZER / "tokenizer.model", require_locseg=False)
+    loc = np.asarray(tok.locseg.loc) if tok.has_locseg else np.zeros(0, int)
+    other = np.setdiff1d(np.arange(emb.shape[0]), loc)
+    np.testing.assert_array_equal(emb[other], drawn[other])
+    if loc.size:
+        np.testing.assert_allclose(emb[loc], small_model.sincos_locations(loc.size, emb.shape[1]), atol=1e-6)
+    # image positions: a 2-D sine-cosine code over the 8 x 8 patch grid
+    pos = np.asarray(flat["img/pos_embedding"])
+    np.testing.assert_allclose(pos.reshape(64, -1), small_model.sincos_2d(8, pos.shape[-1]), atol=1e-6)
     # norms start as the identity: ViT LayerNorm scale 1, Gemma RMSNorm (1 + scale) scale 0
     np.testing.assert_array_equal(np.asarray(flat["img/Transformer/encoderblock/LayerNorm_0/scale"]), 1.0)
     np.testing.assert_array_equal(np.asarray(flat["img/Transformer/encoder_norm/scale"]), 1.0)
@@ -95,3 +107,23 @@ def test_default_eval_smoke_writes_table_and_run_dirs(tmp_path):
     assert "| vqav2 |" in table and "held out of pre-training" in table and "2 of " in table
     card = model_card.render(SHIPPED, tmp_path / "eval")
     assert default_eval.table_markdown(rows, 2).strip() in card
+
+
+def test_sincos_2d_codes_each_patch_by_its_row_and_column():
+    width, grid = 32, 5
+    code = small_model.sincos_2d(grid, width)
+    assert code.shape == (grid * grid, width)
+    omega = 1.0 / 10000.0 ** (np.arange(8) / 7)
+    row, col = 3, 1  # patch 3 * grid + 1 in row-major order
+    expect = np.concatenate([np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)])
+    np.testing.assert_allclose(code[row * grid + col], expect, rtol=1e-6, atol=1e-6)
+    assert len({tuple(np.round(r, 5)) for r in code}) == grid * grid  # every patch distinct
+    with pytest.raises(ValueError, match="divisible by 4"):
+        small_model.sincos_2d(2, 30)
+
+
+def test_sincos_locations_unit_rows_near_bins_similar_far_bins_not():
+    rows = small_model.sincos_locations(1024, 128)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-5)
+    sim = rows @ rows.T
+    assert sim[500, 501] > 0.95 and sim[500, 510] > sim[500, 540] and abs(sim[100, 900]) < 0.2
