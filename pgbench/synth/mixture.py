@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from pgbench.errors import InputError
 
@@ -59,11 +59,21 @@ def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str]
     return lines
 
 
-def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = ()) -> dict[str, int]:
-    """Write ``<out>/train.jsonl`` (families in manifest order); returns examples per family."""
+def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
+                  larger: Mapping[str, str | Path] | None = None) -> dict[str, int]:
+    """Write ``<out>/train.jsonl`` (families in manifest order); returns examples per family.
+
+    ``larger`` maps a family to another ``pgbench synth`` folder holding a larger training
+    split of it (same seed: its first images are ``synth_dir``'s), read instead."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    larger = dict(larger or {})
     lines = mixture_lines(synth_dir, out, exclude)
+    for family, folder in larger.items():
+        if family not in lines:
+            raise InputError(f"a larger training split of {family!r} was given, but {synth_dir} "
+                             "has no such family in the mixture")
+        lines[family] = mixture_lines(folder, out)[family]
     with open(out / MIXTURE_FILE, "w", encoding="utf-8") as f:
         for rows in lines.values():
             for r in rows:

@@ -41,6 +41,27 @@ def test_mixture_holds_each_family_through_its_adapter(tmp_path):
             assert (tmp_path / "mix" / m.image).resolve() == (synth / fam["data"] / ex.image).resolve()
 
 
+def test_mixture_reads_a_larger_training_split_from_its_own_folder(tmp_path):
+    from pgbench.errors import InputError
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    generate.generate(small, seed=3, sizes={"train": 2, "val": 1, "test": 1}, family_names=["vqav2", "detection"],
+                      image_size=48, with_chance=False)
+    generate.generate(big, seed=3, sizes={"train": 5, "val": 0, "test": 0}, family_names=["detection"],
+                      image_size=48, with_chance=False)
+    counts = mixture.write_mixture(small, tmp_path / "mix", larger={"detection": big})
+    assert counts["detection"] == 5 and counts["vqav2"] == 2 * 3  # three questions per VQA image
+    jsonl = load_task("jsonl")
+    mixed = {e.id: e for e in jsonl.examples(tmp_path / "mix", "train", jsonl.resolve_options({}))}
+    det = [e for i, e in mixed.items() if i.startswith("detection/")]
+    assert len(det) == 5 and all((tmp_path / "mix" / e.image).resolve().is_relative_to(big.resolve()) for e in det)
+    # same seed: the larger split starts with the smaller one's examples
+    small_det = mixture.mixture_lines(small, tmp_path / "mix")["detection"]
+    assert [tuple(r["suffix"]) for r in small_det] == [tuple(mixed[r["id"]].train_targets) for r in small_det]
+    with pytest.raises(InputError, match="cococap"):
+        mixture.write_mixture(small, tmp_path / "mix2", larger={"cococap": big})
+
+
 def test_mixture_refuses_an_unknown_held_out_family(tmp_path):
     from pgbench.errors import InputError
 
