@@ -44,7 +44,7 @@ LARGER_TRAIN = {"detection": 12000}
 # Pre-training recipe (pgbench transfer flags).
 STEPS = 12000
 BATCH = 16
-LR = 3e-3
+LR = 2e-3
 WD = 1e-4
 WARMUP_PERCENT = 0.03
 

@@ -26,8 +26,8 @@ PATCH_SIZE = 16
 SLIDING_WINDOW = 256
 
 
-def small_config(vocab_size: int, *, vit_width: int = 96, vit_depth: int = 3, width: int = 128,
-                 depth: int = 3, heads: int = 2, kv_heads: int = 1, head_dim: int = 64,
+def small_config(vocab_size: int, *, vit_width: int = 128, vit_depth: int = 3, width: int = 192,
+                 depth: int = 3, heads: int = 3, kv_heads: int = 1, head_dim: int = 64,
                  mlp_ratio: int = 4) -> PaliGemmaConfig:
     """The default model's config for a tokenizer of ``vocab_size`` pieces."""
     vision = SigLIPConfig(width=vit_width, depth=vit_depth, mlp_dim=vit_width * mlp_ratio,
