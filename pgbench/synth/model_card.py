@@ -59,7 +59,7 @@ def render(model: Path, eval_dir: Path) -> str:
             f"({build['seconds'] / 60:.1f} min), then `make eval` {table['seconds']} s "
             f"({(build['seconds'] + table['seconds']) / 60:.1f} min together), on {build['machine']['cpus']} CPUs "
             f"({build['machine']['processor']}, {build['machine']['platform']}); 1-minute load averages "
-            "before and after each step below (above the CPU count: other work shared the machine).", "",
+            "before and after each step below (a load above the CPU count would mean other work shared the machine).", "",
             "| step | command | seconds | load before / after |", "|---|---|---|---|"]
     for s in build["steps"]:
         cmd = f"`pgbench {s['command'].removeprefix('pgbench.cli ')}`" if s["command"] else "(in-process)"
