@@ -23,23 +23,39 @@ from pgbench.errors import InputError
 MIXTURE_FILE = "train.jsonl"
 
 
-def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = ()) -> dict[str, list[dict]]:
-    """family -> its ``jsonl`` lines (images relative to ``out``), from ``manifest.json``."""
+def _manifest(synth_dir: Path) -> dict:
+    return json.loads((synth_dir / "manifest.json").read_text())
+
+
+def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
+                  larger: Mapping[str, str | Path] | None = None) -> dict[str, list[dict]]:
+    """family -> its ``jsonl`` lines (images relative to ``out``), families in the order of
+    ``synth_dir``'s ``manifest.json``. ``larger`` maps a family to another ``pgbench synth``
+    folder holding a larger training split of it (same seed: its first images are
+    ``synth_dir``'s), read instead of ``synth_dir``'s."""
     from pgbench import segmentation
     from pgbench.task import load_task
 
     synth_dir, out = Path(synth_dir), Path(out)
-    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    manifest = _manifest(synth_dir)
     unknown = [f for f in exclude if f not in manifest["families"]]
     if unknown:
         raise InputError(f"families to hold out {unknown} are not in {synth_dir}/manifest.json")
+    larger = {family: Path(folder) for family, folder in (larger or {}).items()}
+    missing = [f for f in larger if f not in manifest["families"] or f in exclude]
+    if missing:
+        raise InputError(f"a larger training split of {missing} was given, but {synth_dir} "
+                         "has no such family in the mixture")
     lines: dict[str, list[dict]] = {}
     for family, fam in manifest["families"].items():
         if family in exclude:
             continue
+        src = larger.get(family, synth_dir)
+        if src != synth_dir:
+            fam = _manifest(src)["families"][family]
         task = load_task(fam["task"])
         options = task.resolve_options(dict(fam.get("options", {})))
-        data = synth_dir / fam["data"]
+        data = src / fam["data"]
         (split,) = fam["splits"]["train"]
         examples = task.examples(data, split, options)
         vae = None
@@ -61,19 +77,11 @@ def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str]
 
 def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
                   larger: Mapping[str, str | Path] | None = None) -> dict[str, int]:
-    """Write ``<out>/train.jsonl`` (families in manifest order); returns examples per family.
-
-    ``larger`` maps a family to another ``pgbench synth`` folder holding a larger training
-    split of it (same seed: its first images are ``synth_dir``'s), read instead."""
+    """Write ``<out>/train.jsonl`` (:func:`mixture_lines`' families and order); returns
+    examples per family."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    larger = dict(larger or {})
-    lines = mixture_lines(synth_dir, out, exclude)
-    for family, folder in larger.items():
-        if family not in lines:
-            raise InputError(f"a larger training split of {family!r} was given, but {synth_dir} "
-                             "has no such family in the mixture")
-        lines[family] = mixture_lines(folder, out)[family]
+    lines = mixture_lines(synth_dir, out, exclude, larger)
     with open(out / MIXTURE_FILE, "w", encoding="utf-8") as f:
         for rows in lines.values():
             for r in rows:

@@ -85,9 +85,9 @@ def training_init(name: str, draw, *, loc_ids=None):
     Position: ``img/pos_embedding`` starts as a 2-D sine-cosine code (:func:`sincos_2d`)
     and, given ``loc_ids`` (``loc_ids[i]`` = the id of ``<loc{i:04d}>``), those rows of the
     tied token embedding start as a 1-D sine-cosine code over the 1024 bins
-    (:func:`sincos_locations`). With std-0.02 position embeddings, ~50x below the patch
-    content, and unrelated random ``<loc>`` rows, a 1000-step run on synthetic detection
-    never used the image (its validation loss with images shuffled equalled the true one);
+    (:func:`sincos_locations`). In exploratory runs (not scripted in the repository), with
+    std-0.02 position embeddings, ~50x below the patch content, and unrelated random
+    ``<loc>`` rows, a 1000-step run on synthetic detection never used the image (its validation loss with images shuffled equalled the true one);
     with both codes the same run localised (median box-coordinate error 63 of 1024 bins,
     from ~200)."""
     import numpy as np
@@ -109,11 +109,11 @@ def training_init(name: str, draw, *, loc_ids=None):
 
 def write_random_init(cfg: PaliGemmaConfig, tokenizer_dir: str | Path, out: str | Path, seed: int = 0) -> Path:
     """Write the initialised model (``random_params`` weights for ``seed``, identity norms,
-    zero biases, sine-cosine image positions and ``<loc>`` rows: :func:`training_init`) as a Hugging Face directory holding
-    ``tokenizer.model`` / ``tokenizer.json`` too; returns ``out``."""
+    zero biases, sine-cosine image positions and ``<loc>`` rows: :func:`training_init`) as
+    a Hugging Face directory holding ``tokenizer.model`` / ``tokenizer.json`` too; returns
+    ``out``."""
     from pgbench.checkpoints import write_hf_dir
     from pgbench.checkpoints.random_params import RandomParams
-
     from pgbench.tokenizer import Tokenizer
 
     tok = Tokenizer(Path(tokenizer_dir) / "tokenizer.model", require_locseg=False)

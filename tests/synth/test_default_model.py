@@ -94,11 +94,11 @@ def test_random_init_is_a_gemma2_paligemma_directory_pgbench_loads(tmp_path):
     emb = np.asarray(flat["llm/embedder/input_embedding"])
     drawn = random_param("llm/embedder/input_embedding", emb.shape, (5,))
     tok = Tokenizer(TINY_TOKENIZER / "tokenizer.model", require_locseg=False)
-    loc = np.asarray(tok.locseg.loc) if tok.has_locseg else np.zeros(0, int)
+    assert tok.has_locseg  # else the <loc> rows below would be checked on nothing
+    loc = np.asarray(tok.locseg.loc)
     other = np.setdiff1d(np.arange(emb.shape[0]), loc)
     np.testing.assert_array_equal(emb[other], drawn[other])
-    if loc.size:
-        np.testing.assert_allclose(emb[loc], small_model.sincos_locations(loc.size, emb.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(emb[loc], small_model.sincos_locations(loc.size, emb.shape[1]), atol=1e-6)
     # image positions: a 2-D sine-cosine code over the 8 x 8 patch grid
     pos = np.asarray(flat["img/pos_embedding"])
     np.testing.assert_allclose(pos.reshape(64, -1), small_model.sincos_2d(8, pos.shape[-1]), atol=1e-6)
