@@ -25,6 +25,7 @@ FULL = [
     ["benchmarks.metrics_bench"],
     ["benchmarks.eval_cpu"],
     ["benchmarks.train_cpu"],
+    ["benchmarks.weight_grad"],
     ["benchmarks.lora_memory"],
     ["benchmarks.transfer_memory"],
 ]
@@ -43,6 +44,7 @@ def quick(out: str) -> list[list[str]]:
         ["benchmarks.metrics_bench", "--quick", "--out", out],
         ["benchmarks.eval_cpu", "--quick", "--out", f"{out}/eval"],
         ["benchmarks.train_cpu", "--quick", "--out", f"{out}/train"],
+        ["benchmarks.weight_grad", "--quick", "--out", f"{out}/weight_grad"],
         ["benchmarks.lora_memory", "--config", "pg1-tiny", "--rank", "2", "--out", f"{out}/lora_memory"],
         ["benchmarks.transfer_memory", "--quick", "--out", f"{out}/transfer_memory"],
     ]

@@ -111,6 +111,22 @@ def cosine_schedule(total_steps: int, warmup_percent: float = 0.05):
     return schedule
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` with the scaling as one product per element.
+
+    optax clips with ``(t / norm) * max_norm`` under a ``select``: XLA counts the division
+    as expensive, so it writes the clipped gradient out once more instead of folding it
+    into the Adam moments that read it (on a 2-core CPU the update of a 25M-parameter
+    leaf took 76 ms against 51 ms here). ``t * (max_norm / norm)`` differs from optax's
+    result by at most a float32 rounding of the factor (tests/train/test_optim.py)."""
+    def update(updates, state, params=None):
+        del params
+        norm = optax.tree.norm(updates)
+        factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+        return jax.tree.map(lambda t: t * factor.astype(t.dtype), updates), state
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 def _float32(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """``tx`` run on float32 copies of updates and params: optimizer state is float32 even
     for bfloat16 parameters."""
@@ -135,7 +151,7 @@ def bigvision_optimizer(params, *, lr: float, wd: float = 0.0, total_steps: int,
     schedule = cosine_schedule(total_steps, warmup_percent)
     decay_mask = jax.tree_util.tree_map_with_path(
         lambda p, x: bool(re.fullmatch(DECAYED, _name(p))), params)
-    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    parts = [clip_by_global_norm(clip_norm)] if clip_norm else []
     parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=jnp.float32), optax.scale(lr)]
     if wd:
         parts.append(optax.add_decayed_weights(wd, decay_mask))

@@ -102,6 +102,17 @@ def test_dense_orientation_bench_runs_on_tiny_shapes(tmp_path):
     assert "| tiny, 2 rows |" in (tmp_path / "dense.md").read_text()
 
 
+def test_weight_grad_bench_runs_on_tiny_shapes(tmp_path):
+    """Every side times the same product; pgbench's pinned-layout form agrees with JAX's own
+    to float32 summation-order differences."""
+    _run("benchmarks.weight_grad", "--quick", "--out", str(tmp_path / "wg"))
+    res = json.loads((tmp_path / "wg.json").read_text())
+    row = res["rows"][0]
+    assert {"jax default", "pgbench", "kernel only"} <= set(row["sides"])
+    assert row["rel_err_pgbench_vs_default"] < 1e-5
+    assert "| tiny: g[64, 256], x[64, 128] |" in (tmp_path / "wg.md").read_text()
+
+
 def test_train_bench_quick_runs_both_sides_on_the_same_loss(tmp_path):
     """pg1-tiny: both sides step at each dtype; their first losses (same weights, same batch,
     suffix-only loss) agree, which checks that the two steps compute the same thing."""

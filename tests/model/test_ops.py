@@ -117,11 +117,13 @@ def test_bf16_backward_products_are_bf16_and_match_float64():
     for got, want in ((dx, want_dx), (dw, want_dw)):
         err = np.abs(np.asarray(got, np.float64) - want)
         assert np.all(err <= 2.0 ** -8 * np.abs(want) + 1e-6 * np.abs(want).max())
-    # dx = g @ w, the product that reads the weight: bf16 x bf16 (JAX's own transpose makes it
-    # a float32 product of an upcast copy of w). dw contracts over the rows, a form XLA's CPU
-    # backend computes in float32 whatever the operands' dtype.
-    dx_products = [t for shape, t in _dots(grad.lower(x, w).compile().as_text()) if shape == "f32[200,96]"]
-    assert dx_products and all(t == ["bf16", "bf16"] for t in dx_products), dx_products
+    # Both backward products are bf16 x bf16: dx = g @ w (JAX's own transpose makes it a
+    # float32 product of an upcast copy of w) and dw = g.T @ x (contracting the rows, which
+    # XLA's CPU backend upcasts to a float32 product unless ops pins the operands' layouts).
+    dots = _dots(grad.lower(x, w).compile().as_text())
+    for shape in ("f32[200,96]", "f32[40,96]"):
+        products = [t for s, t in dots if s == shape]
+        assert products and all(t == ["bf16", "bf16"] for t in products), (shape, dots)
 
 
 def _dots(hlo: str) -> list[tuple[str, list[str]]]:

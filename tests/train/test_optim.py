@@ -14,6 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from pgbench import optim
@@ -102,3 +103,20 @@ def test_freeze_aliases_and_regexes():
         optim.trainable_mask(model, ["vision"])
     with pytest.raises(InputError, match="not a valid regular expression"):
         optim.trainable_mask(model, ["img/("])
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.5, 3.0, 1e4])
+def test_clip_by_global_norm_matches_optax(scale):
+    """The product form equals optax's ``(t / norm) * max_norm`` to a float32 rounding of
+    the factor when it clips, and passes gradients through untouched when it does not."""
+    rng = np.random.default_rng(1)
+    grads = {"a": jnp.asarray(rng.normal(size=(7, 5)) * scale, jnp.float32),
+             "b": jnp.asarray(rng.normal(size=(11,)) * scale, jnp.float32)}
+    got, _ = optim.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    want, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    norm = float(optax.tree.norm(grads))
+    for k in grads:
+        if norm < 1.0:
+            assert np.array_equal(np.asarray(got[k]), np.asarray(grads[k]))
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=2 * 2.0 ** -23, atol=0)
+    assert float(optax.tree.norm(got)) == pytest.approx(min(norm, 1.0), rel=1e-6)
