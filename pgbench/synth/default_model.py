@@ -40,13 +40,9 @@ SIZES = "train=3000"
 # Detection gets 12000 training images of its own (synthetic images are cheap: ~6 s): it
 # is the only family that teaches reading boxes off the image without a VQ-VAE in the way,
 # and at 3000 images it made 8% of the mixture and stayed near mAP 0 (commit 68cf561's build).
-# TextVQA gets 9000 (~13500 questions, a quarter of the mixture): reading a word off a sign
-# is the slowest skill to appear; with 3000 images (10% of the mixture, 12000 steps) the
-# model stayed below chance (commit e18aec9's build).
-LARGER_TRAIN = {"detection": 12000, "textvqa": 9000}
+LARGER_TRAIN = {"detection": 12000}
 # Pre-training recipe (pgbench transfer flags).
-# 14000 steps (was 12000) keep the other families' share of the examples seen as it was.
-STEPS = 14000
+STEPS = 12000
 BATCH = 16
 LR = 2e-3
 WD = 1e-4
