@@ -52,6 +52,29 @@ def held_out_data(model: Path, root: Path = Path("runs")) -> tuple[str, dict, Pa
     return family, have["families"][family], out / have["families"][family]["data"]
 
 
+def model_stamp(model: Path) -> str:
+    """sha256 of the model's weights: what a run directory's results were computed from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(model / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def for_model(out: Path, model: Path) -> Path:
+    """``out``, emptied first if its runs were made from other weights (a rebuilt model):
+    ``pgbench transfer`` would otherwise resume, and report, the old model's finished run."""
+    stamp, path = model_stamp(model), out / "model.sha256"
+    if out.exists() and (not path.is_file() or path.read_text().strip() != stamp):
+        print(f"pgbench: {out} holds runs of other weights than {model}; starting afresh", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(stamp + "\n")
+    return out
+
+
 def _pgbench(argv: list[str]) -> None:
     from pgbench import cli
 
@@ -62,6 +85,7 @@ def _pgbench(argv: list[str]) -> None:
 
 def transfer(model: Path, budget: str, seed: int, out: Path) -> dict:
     family, fam, data = held_out_data(model)
+    out = for_model(out, model)
     key = json.loads((model / "synth_manifest.json").read_text())["families"][family]["chance"]["metric"]
     zero_dir, ft_dir = out / "zero-shot", out / f"budget-{budget}-s{seed}"
     if zero_dir.exists():
@@ -86,6 +110,7 @@ def transfer(model: Path, budget: str, seed: int, out: Path) -> dict:
 
 def sweep(model: Path, budgets: str, seeds: int, out: Path) -> None:
     family, fam, data = held_out_data(model)
+    out = for_model(out, model)
     _pgbench(["sweep", "--task", fam["task"], "--data", str(data), "--checkpoint", str(model),
               "--run-dir", str(out), "--budgets", budgets, "--seeds", str(seeds), "--no-export",
               *FINETUNE_FLAGS])
