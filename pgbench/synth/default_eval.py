@@ -51,14 +51,14 @@ def ensure_eval_data(model_manifest: dict, data: Path, families: list[str], vae:
     if path.is_file():
         have = json.loads(path.read_text())
         if ({k: have.get(k) for k in want} == want and set(families) <= set(have["families"])
-                and have.get("vae_sha") == _sha(vae)):
+                and have.get("vae_sha") == file_digest(vae)):
             return have
     if data.exists():
         shutil.rmtree(data)
     print(f"pgbench: writing the synthetic evaluation splits to {data} (seed {want['seed']})", flush=True)
     manifest = generate.generate(data, seed=want["seed"], sizes=sizes, family_names=families,
                                  image_size=want["image_size"], with_chance=False, vae_path=vae)
-    manifest["vae_sha"] = _sha(vae)
+    manifest["vae_sha"] = file_digest(vae)
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
@@ -76,7 +76,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _sha(path: Path) -> str:
+def file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of a file's sha256: which bytes a cached result came from."""
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -52,21 +52,12 @@ def held_out_data(model: Path, root: Path = Path("runs")) -> tuple[str, dict, Pa
     return family, have["families"][family], out / have["families"][family]["data"]
 
 
-def model_stamp(model: Path) -> str:
-    """sha256 of the model's weights: what a run directory's results were computed from."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(model / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def for_model(out: Path, model: Path) -> Path:
     """``out``, emptied first if its runs were made from other weights (a rebuilt model):
     ``pgbench transfer`` would otherwise resume, and report, the old model's finished run."""
-    stamp, path = model_stamp(model), out / "model.sha256"
+    from pgbench.synth.default_eval import file_digest
+
+    stamp, path = file_digest(model / "model.safetensors"), out / "model.sha256"
     if out.exists() and (not path.is_file() or path.read_text().strip() != stamp):
         print(f"pgbench: {out} holds runs of other weights than {model}; starting afresh", flush=True)
         shutil.rmtree(out)
