@@ -116,9 +116,10 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
     optax clips with ``(t / norm) * max_norm`` under a ``select``: XLA counts the division
     as expensive, so it writes the clipped gradient out once more instead of folding it
-    into the Adam moments that read it (on a 2-core CPU the update of a 25M-parameter
-    leaf took 76 ms against 51 ms here). ``t * (max_norm / norm)`` differs from optax's
-    result by at most a float32 rounding of the factor (tests/train/test_optim.py)."""
+    into the Adam moments that read it (a pass over every gradient per step; the train-mid
+    step's figures before and after are in docs/transfer.md). ``t * (max_norm / norm)``
+    differs from optax's result by at most a float32 rounding of the factor
+    (tests/train/test_optim.py)."""
     def update(updates, state, params=None):
         del params
         norm = optax.tree.norm(updates)

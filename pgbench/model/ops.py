@@ -83,7 +83,7 @@ def _cpu_weight_grad(g, x):
     contraction is their major dimension, and the CPU backend computes every such bf16 dot
     as a float32 GEMM of upcast copies. Pinning g.T and x to row-major layouts
     (``with_layout_constraint``) materialises the transpose of g once and keeps the
-    product in bf16: 2-3.4x faster including that copy at train-mid's shapes
+    product in bf16: 2-3.3x faster including that copy at train-mid's shapes
     (benchmarks/results/weight_grad.md)."""
     gt = with_layout_constraint(g.T, _ROW_MAJOR)
     return jax.lax.dot_general(gt, with_layout_constraint(x, _ROW_MAJOR), (((1,), (0,)), ((), ())),
