@@ -107,24 +107,30 @@ def training_init(name: str, draw, *, loc_ids=None):
     return value
 
 
+def training_init_source(cfg: PaliGemmaConfig, seed: int = 0, *, loc_ids=None):
+    """A big_vision-named parameter source: ``random_params`` weights for ``seed`` passed
+    through :func:`training_init`."""
+    from pgbench.checkpoints.random_params import RandomParams
+
+    class TrainingInit(RandomParams):
+        def read(self, key):
+            return training_init(key, lambda: super(TrainingInit, self).read(key), loc_ids=loc_ids)
+
+    return TrainingInit(cfg, seed)
+
+
 def write_random_init(cfg: PaliGemmaConfig, tokenizer_dir: str | Path, out: str | Path, seed: int = 0) -> Path:
     """Write the initialised model (``random_params`` weights for ``seed``, identity norms,
     zero biases, sine-cosine image positions and ``<loc>`` rows: :func:`training_init`) as
     a Hugging Face directory holding ``tokenizer.model`` / ``tokenizer.json`` too; returns
     ``out``."""
     from pgbench.checkpoints import write_hf_dir
-    from pgbench.checkpoints.random_params import RandomParams
     from pgbench.tokenizer import Tokenizer
 
     tok = Tokenizer(Path(tokenizer_dir) / "tokenizer.model", require_locseg=False)
     loc_ids = tok.locseg.loc if tok.has_locseg else None
-
-    class TrainingInit(RandomParams):
-        def read(self, key):
-            return training_init(key, lambda: super(TrainingInit, self).read(key), loc_ids=loc_ids)
-
     out = Path(out)
-    write_hf_dir(TrainingInit(cfg, seed), cfg, out)
+    write_hf_dir(training_init_source(cfg, seed, loc_ids=loc_ids), cfg, out)
     copy_tokenizer(tokenizer_dir, out)
     return out
 

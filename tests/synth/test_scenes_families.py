@@ -107,3 +107,21 @@ def test_every_family_renders_rgb(family):
     record = families.SAMPLERS[family](np.random.default_rng(0), key, 64)
     img = families.render(record)
     assert img.mode == "RGB" and img.size == (64, 64)
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_signs_sit_on_the_patch_grid_inside_their_band(seed):
+    size = 128  # the default model's image size: both bands start on the grid
+    scene = scenes.sample_sign_scene(np.random.default_rng(seed), size, families.SIGN_WORDS)
+    band = size // len(scene.signs)
+    for k, s in enumerate(scene.signs):
+        x0, y0, x1, y1 = s.box
+        assert x0 % scenes.SIGN_GRID == 0 and y0 % scenes.SIGN_GRID == 0
+        assert 0 <= x0 and x1 <= size and k * band <= y0 and y1 <= (k + 1) * band
+    # The same word at the same size has the same box size, so it falls the same way on the patches.
+    again = scenes.sample_sign_scene(np.random.default_rng(seed + 1), size, families.SIGN_WORDS)
+    for a in scene.signs:
+        for b in again.signs:
+            if a.text == b.text and a.font_size == b.font_size:
+                assert (a.box[2] - a.box[0], a.box[3] - a.box[1]) == (b.box[2] - b.box[0], b.box[3] - b.box[1])
