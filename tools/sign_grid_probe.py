@@ -6,7 +6,7 @@ name the word of one-sign TextVQA-family images (38 words, three letter cases), 
 signs at free pixel positions and on ``scenes.SIGN_GRID``, and prints the held-out accuracy
 of each. Same images, steps and seed for both; about 4 min each on 2 CPU cores.
 
-    python tools/sign_grid_probe.py [--steps 800]
+    python tools/sign_grid_probe.py [--steps 800] [--train 3000] [--test 300]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def one_sign_images(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(xs), np.asarray(ys)
 
 
-def probe(grid: int, steps: int, seed: int = 0) -> float:
+def probe(grid: int, steps: int, seed: int = 0, n_train: int = 3000, n_test: int = 300) -> float:
     import equinox as eqx
     import jax
     import optax
@@ -55,8 +55,8 @@ def probe(grid: int, steps: int, seed: int = 0) -> float:
     from pgbench.synth import small_model
 
     with sign_grid(grid):
-        x, y = one_sign_images(seed + 1, 3000)
-        xt, yt = one_sign_images(seed + 2, 300)
+        x, y = one_sign_images(seed + 1, n_train)
+        xt, yt = one_sign_images(seed + 2, n_test)
     # The tokenizer's size only shapes the decoder, which the probe does not use.
     cfg = small_model.small_config(1664)
     model = from_bigvision_params(small_model.training_init_source(cfg, seed), cfg)
@@ -87,9 +87,11 @@ def probe(grid: int, steps: int, seed: int = 0) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--train", type=int, default=3000, help="one-sign training images")
+    p.add_argument("--test", type=int, default=300, help="held-out one-sign images")
     args = p.parse_args(argv)
     for grid, name in ((1, "free positions"), (scenes.SIGN_GRID, f"{scenes.SIGN_GRID} px grid")):
-        print(f"signs at {name}: held-out word accuracy {probe(grid, args.steps):.3f} "
+        print(f"signs at {name}: held-out word accuracy {probe(grid, args.steps, n_train=args.train, n_test=args.test):.3f} "
               f"after {args.steps} steps of 64 (chance {1 / len(families.SIGN_WORDS):.3f})", flush=True)
     return 0
 
