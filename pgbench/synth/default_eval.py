@@ -46,7 +46,8 @@ def ensure_eval_data(model_manifest: dict, data: Path, families: list[str], vae:
     from pgbench.synth import generate
 
     sizes = {"train": 0, "val": model_manifest["sizes"]["val"], "test": model_manifest["sizes"]["test"]}
-    want = {"seed": model_manifest["seed"], "sizes": sizes, "image_size": model_manifest["image_size"]}
+    want = {"seed": model_manifest["seed"], "sizes": sizes, "image_size": model_manifest["image_size"],
+            "generator_version": generate.GENERATOR_VERSION}
     path = data / "manifest.json"
     if path.is_file():
         have = json.loads(path.read_text())

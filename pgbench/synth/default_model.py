@@ -83,6 +83,7 @@ def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: 
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     synth, vae, tok_dir = work / "synth", work / "vae.npz", work / "tokenizer"
+    check_generator(work)
     record: dict = {"seed": seed, "held_out": HELD_OUT, "machine": machine(), "steps": []}
     t_all = time.perf_counter()
 
@@ -126,6 +127,20 @@ def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: 
     record["pretrain"] = _pretrain_summary(run_dir)
     assemble(out, run_dir, tok_dir, vae, synth, record)
     return record
+
+
+def check_generator(work: Path) -> None:
+    """Refuse to resume a build whose synthetic data an older generator wrote: its finished
+    steps (pre-training included) would be reused as they are."""
+    from pgbench.errors import InputError
+    from pgbench.synth.generate import GENERATOR_VERSION
+
+    for manifest in sorted(work.glob("synth*/manifest.json")):
+        version = json.loads(manifest.read_text()).get("generator_version")
+        if version != GENERATOR_VERSION:
+            raise InputError(f"{manifest.parent} was written by synthetic generator version {version}, "
+                             f"this pgbench draws version {GENERATOR_VERSION}: delete {work} to rebuild "
+                             "from nothing")
 
 
 def _pretrain_summary(run_dir: Path) -> dict:

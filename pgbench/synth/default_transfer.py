@@ -38,7 +38,8 @@ def held_out_data(model: Path, root: Path = Path("runs")) -> tuple[str, dict, Pa
     build = json.loads((model / "build.json").read_text())
     family = build["held_out"]
     out = root / f"synth-{family}"
-    want = {"seed": manifest["seed"], "sizes": manifest["sizes"], "image_size": manifest["image_size"]}
+    want = {"seed": manifest["seed"], "sizes": manifest["sizes"], "image_size": manifest["image_size"],
+            "generator_version": generate.GENERATOR_VERSION}
     path = out / "manifest.json"
     if path.is_file():
         have = json.loads(path.read_text())

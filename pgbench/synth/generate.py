@@ -44,6 +44,10 @@ GENERIC_SPLITS = ("train", "val", "test")
 FAMILIES = ("vqav2", "cococap", "refcoco_seg", "textvqa", "docvqa", "rsvqa_lr", "detection")
 DEFAULT_SIZES = {"train": 1000, "val": 100, "test": 100}
 DEFAULT_IMAGE_SIZE = 128
+# Raised whenever the same seed and sizes start drawing different images or questions, so
+# that folders written by an older generator are not reused (make eval, make transfer).
+# 2: signs on the patch grid (scenes.SIGN_GRID).
+GENERATOR_VERSION = 2
 
 # generic split -> the benchmark's split name(s) as its files spell them.
 SPLIT_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -316,7 +320,8 @@ def generate(out: str | Path, seed: int = 0, sizes: Mapping[str, int] | None = N
     out = Path(out)
     sizes = dict(DEFAULT_SIZES | dict(sizes or {}))
     check_image_size(image_size)
-    manifest: dict[str, Any] = {"generator": "pgbench synth", "seed": seed, "sizes": sizes,
+    manifest: dict[str, Any] = {"generator": "pgbench synth", "generator_version": GENERATOR_VERSION,
+                                "seed": seed, "sizes": sizes,
                                 "image_size": image_size, "families": {}}
     for family in check_families(family_names):
         recs = sample_records(family, seed, sizes, image_size)

@@ -148,3 +148,32 @@ def test_sincos_locations_unit_rows_near_bins_similar_far_bins_not():
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-5)
     sim = rows @ rows.T
     assert sim[500, 501] > 0.95 and sim[500, 510] > sim[500, 540] and abs(sim[100, 900]) < 0.2
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="default_model/ is built by `make default-model`")
+def test_eval_data_from_an_older_generator_is_rewritten(tmp_path):
+    from pgbench.synth import default_eval
+
+    shipped = default_eval.read_model_manifest(SHIPPED)
+    data = tmp_path / "data"
+    have = default_eval.ensure_eval_data(shipped, data, ["textvqa"], SHIPPED / "vae.npz")
+    assert have["generator_version"] == generate.GENERATOR_VERSION
+    stamp = (data / "manifest.json").stat().st_mtime_ns
+    assert default_eval.ensure_eval_data(shipped, data, ["textvqa"], SHIPPED / "vae.npz") == have  # reused
+    assert (data / "manifest.json").stat().st_mtime_ns == stamp
+    old = dict(have, generator_version=generate.GENERATOR_VERSION - 1)
+    (data / "manifest.json").write_text(json.dumps(old))
+    again = default_eval.ensure_eval_data(shipped, data, ["textvqa"], SHIPPED / "vae.npz")
+    assert again["generator_version"] == generate.GENERATOR_VERSION
+
+
+def test_build_refuses_a_work_folder_from_an_older_generator(tmp_path):
+    from pgbench.errors import InputError
+    from pgbench.synth import default_model
+
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "manifest.json").write_text(json.dumps({"generator": "pgbench synth", "seed": 0}))
+    with pytest.raises(InputError, match="delete .* to rebuild from nothing"):
+        default_model.check_generator(tmp_path)
+    (tmp_path / "synth" / "manifest.json").write_text(json.dumps({"generator_version": generate.GENERATOR_VERSION}))
+    default_model.check_generator(tmp_path)  # current: no error
