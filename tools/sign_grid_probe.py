@@ -11,7 +11,6 @@ of each. Same images, steps and seed for both; about 4 min each on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import numpy as np
 
@@ -20,28 +19,18 @@ from pgbench.synth import families, generate, scenes
 IMAGE_SIZE = 128
 
 
-@contextlib.contextmanager
-def sign_grid(grid: int):
-    saved = scenes.SIGN_GRID
-    scenes.SIGN_GRID = grid
-    try:
-        yield
-    finally:
-        scenes.SIGN_GRID = saved
-
-
-def one_sign_images(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """f32[n, 128, 128, 3] in [-1, 1] and the word's index i32[n]."""
+def one_sign_images(seed: int, n: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """f32[n, 128, 128, 3] in [-1, 1] and the word's index i32[n]: TextVQA-family scenes
+    (the generator's draws for its training split) that hold one sign, on a ``grid`` px grid."""
     xs, ys, i = [], [], 0
     while len(xs) < n:
         rng = generate.example_rng(seed, "textvqa", "train", i)
         i += 1
-        record = families.sample_textvqa(rng, "probe", IMAGE_SIZE)
-        signs = record["scene"].signs
-        if len(signs) != 1:
+        scene = scenes.sample_sign_scene(rng, IMAGE_SIZE, families.sign_words(rng), grid=grid)
+        if len(scene.signs) != 1:
             continue
-        xs.append(np.asarray(scenes.render_signs(record["scene"]), np.float32) / 127.5 - 1)
-        ys.append(families.SIGN_WORDS.index(signs[0].text.lower()))
+        xs.append(np.asarray(scenes.render_signs(scene), np.float32) / 127.5 - 1)
+        ys.append(families.SIGN_WORDS.index(scene.signs[0].text.lower()))
     return np.stack(xs), np.asarray(ys)
 
 
@@ -54,9 +43,8 @@ def probe(grid: int, steps: int, seed: int = 0, n_train: int = 3000, n_test: int
     from pgbench.model import siglip
     from pgbench.synth import small_model
 
-    with sign_grid(grid):
-        x, y = one_sign_images(seed + 1, n_train)
-        xt, yt = one_sign_images(seed + 2, n_test)
+    x, y = one_sign_images(seed + 1, n_train, grid)
+    xt, yt = one_sign_images(seed + 2, n_test, grid)
     # The tokenizer's size only shapes the decoder, which the probe does not use.
     cfg = small_model.small_config(1664)
     model = from_bigvision_params(small_model.training_init_source(cfg, seed), cfg)

@@ -234,11 +234,15 @@ def _case_style(rng: np.random.Generator, word: str) -> str:
     return _pick(rng, [word, word.upper(), word.capitalize()])
 
 
+def sign_words(rng: np.random.Generator) -> list[str]:
+    """Every sign word in a letter case drawn for it (what a TextVQA scene picks from)."""
+    return [_case_style(rng, w) for w in SIGN_WORDS]
+
+
 def sample_textvqa(rng: np.random.Generator, image_id: str, size: int) -> Record:
     """Signs with one word each; answers are the lower-cased word (annotators also typed it
     as printed, or with a typo)."""
-    words = [_case_style(rng, w) for w in SIGN_WORDS]
-    scene = scenes.sample_sign_scene(rng, size, words)
+    scene = scenes.sample_sign_scene(rng, size, sign_words(rng))
     qs = []
     signs = scene.signs
     for k, s in enumerate(signs):

@@ -235,10 +235,12 @@ _INK = {"white": (250, 250, 250), "black": (20, 20, 20)}
 SIGN_GRID = 16
 
 
-def sample_sign_scene(rng: np.random.Generator, size: int, words: list[str]) -> SignScene:
+def sample_sign_scene(rng: np.random.Generator, size: int, words: list[str], *,
+                      grid: int = SIGN_GRID) -> SignScene:
     """One or two signs stacked vertically, each with one word large enough to read at
-    a quarter of ``size``; each sign's corner on the :data:`SIGN_GRID` (the word is centred
-    on its sign, so a word printed at one size always falls the same way on the patches)."""
+    a quarter of ``size``; each sign's corner on a ``grid`` px grid (the word is centred on
+    its sign, so a word printed at one size always falls the same way on the patches;
+    ``grid=1``: free positions)."""
     n = int(rng.integers(1, 3))
     signs = []
     band = size // n
@@ -252,8 +254,8 @@ def sample_sign_scene(rng: np.random.Generator, size: int, words: list[str]) -> 
         tw, th = text_size(text, fs)
         pad = max(2, fs // 3)
         w, h = tw + 2 * pad, th + 2 * pad
-        x0 = int(rng.integers(0, max(1, size - w))) // SIGN_GRID * SIGN_GRID
-        y0 = k * band + int(rng.integers(0, max(1, band - h))) // SIGN_GRID * SIGN_GRID
+        x0 = int(rng.integers(0, max(1, size - w))) // grid * grid
+        y0 = k * band + int(rng.integers(0, max(1, band - h))) // grid * grid
         color = str(colors[k])
         signs.append(Sign(text, color, _TEXT_ON[color], (x0, y0, x0 + w, y0 + h), fs))
     light = tuple(int(v) for v in rng.integers(170, 230, size=3))
