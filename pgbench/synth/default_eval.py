@@ -46,21 +46,17 @@ def ensure_eval_data(model_manifest: dict, data: Path, families: list[str], vae:
     from pgbench.synth import generate
 
     sizes = {"train": 0, "val": model_manifest["sizes"]["val"], "test": model_manifest["sizes"]["test"]}
-    want = {"seed": model_manifest["seed"], "sizes": sizes, "image_size": model_manifest["image_size"],
-            "generator_version": generate.GENERATOR_VERSION}
-    path = data / "manifest.json"
-    if path.is_file():
-        have = json.loads(path.read_text())
-        if ({k: have.get(k) for k in want} == want and set(families) <= set(have["families"])
-                and have.get("vae_sha") == file_digest(vae)):
-            return have
+    want = {"seed": model_manifest["seed"], "sizes": sizes, "image_size": model_manifest["image_size"]}
+    have = generate.reusable_manifest(data, **want)
+    if have and set(families) <= set(have["families"]) and have.get("vae_sha") == file_digest(vae):
+        return have
     if data.exists():
         shutil.rmtree(data)
     print(f"pgbench: writing the synthetic evaluation splits to {data} (seed {want['seed']})", flush=True)
     manifest = generate.generate(data, seed=want["seed"], sizes=sizes, family_names=families,
                                  image_size=want["image_size"], with_chance=False, vae_path=vae)
     manifest["vae_sha"] = file_digest(vae)
-    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
 

@@ -133,14 +133,14 @@ def check_generator(work: Path) -> None:
     """Refuse to resume a build whose synthetic data an older generator wrote: its finished
     steps (pre-training included) would be reused as they are."""
     from pgbench.errors import InputError
-    from pgbench.synth.generate import GENERATOR_VERSION
+    from pgbench.synth.generate import GENERATOR_VERSION, written_by_this_generator
 
-    for manifest in sorted(work.glob("synth*/manifest.json")):
-        version = json.loads(manifest.read_text()).get("generator_version")
-        if version != GENERATOR_VERSION:
-            raise InputError(f"{manifest.parent} was written by synthetic generator version {version}, "
-                             f"this pgbench draws version {GENERATOR_VERSION}: delete {work} to rebuild "
-                             "from nothing")
+    for path in sorted(work.glob("synth*/manifest.json")):
+        manifest = json.loads(path.read_text())
+        if not written_by_this_generator(manifest):
+            raise InputError(f"{path.parent} was written by synthetic generator version "
+                             f"{manifest.get('generator_version')}, this pgbench draws version "
+                             f"{GENERATOR_VERSION}: delete {work} to rebuild from nothing")
 
 
 def _pretrain_summary(run_dir: Path) -> dict:

@@ -38,13 +38,10 @@ def held_out_data(model: Path, root: Path = Path("runs")) -> tuple[str, dict, Pa
     build = json.loads((model / "build.json").read_text())
     family = build["held_out"]
     out = root / f"synth-{family}"
-    want = {"seed": manifest["seed"], "sizes": manifest["sizes"], "image_size": manifest["image_size"],
-            "generator_version": generate.GENERATOR_VERSION}
-    path = out / "manifest.json"
-    if path.is_file():
-        have = json.loads(path.read_text())
-        if {k: have.get(k) for k in want} == want and family in have["families"]:
-            return family, have["families"][family], out / have["families"][family]["data"]
+    want = {"seed": manifest["seed"], "sizes": manifest["sizes"], "image_size": manifest["image_size"]}
+    have = generate.reusable_manifest(out, **want)
+    if have and family in have["families"]:
+        return family, have["families"][family], out / have["families"][family]["data"]
     if out.exists():
         shutil.rmtree(out)
     print(f"pgbench: writing the synthetic {family} splits to {out} (seed {want['seed']})", flush=True)

@@ -49,6 +49,24 @@ DEFAULT_IMAGE_SIZE = 128
 # 2: signs on the patch grid (scenes.SIGN_GRID).
 GENERATOR_VERSION = 2
 
+def written_by_this_generator(manifest: Mapping[str, Any]) -> bool:
+    """Whether a ``manifest.json``'s data is what this generator draws for its settings."""
+    return manifest.get("generator_version") == GENERATOR_VERSION
+
+
+def reusable_manifest(folder: Path, **settings) -> dict | None:
+    """``folder``'s manifest when this generator wrote it with ``settings`` (seed, sizes,
+    image_size: the manifest's own keys), else None (missing, other settings, older
+    generator)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    have = json.loads(path.read_text())
+    if written_by_this_generator(have) and all(have.get(k) == v for k, v in settings.items()):
+        return have
+    return None
+
+
 # generic split -> the benchmark's split name(s) as its files spell them.
 SPLIT_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "vqav2": {"train": ("train2014",), "val": ("val2014",), "test": ("test-dev2015",)},

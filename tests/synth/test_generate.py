@@ -128,3 +128,13 @@ def test_parse_sizes_keeps_defaults():
     assert generate.parse_sizes("val=5") == generate.DEFAULT_SIZES | {"val": 5}
     with pytest.raises(InputError):
         generate.parse_sizes("train")
+
+
+def test_reusable_manifest_needs_same_settings_and_this_generator(tmp_path):
+    assert generate.reusable_manifest(tmp_path) is None  # no manifest
+    manifest = {"generator_version": generate.GENERATOR_VERSION, "seed": 3, "image_size": 64, "families": {}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert generate.reusable_manifest(tmp_path, seed=3, image_size=64) == manifest
+    assert generate.reusable_manifest(tmp_path, seed=4) is None
+    (tmp_path / "manifest.json").write_text(json.dumps(dict(manifest, generator_version=1)))
+    assert generate.reusable_manifest(tmp_path, seed=3) is None
