@@ -9,7 +9,8 @@ HLO's metadata:
 - phase: ``forward`` (under ``jvp``), ``backward`` (under ``transpose(jvp)``),
   ``optimizer/update`` (the rest of the step function: clip, Adam, the parameter update),
   ``ungrouped`` (ops XLA created without a source location: layout copies, the gradient
-  concatenation into the stacked layers, broadcasts);
+  concatenation into the stacked layers, broadcasts); ``not in the compiled HLO`` if a traced
+  op's name is missing from it;
 - kind: ``gemm`` (a library dot fusion) or ``other``.
 
 Profiling slows the step a little (the wall time printed is under the profiler); the
@@ -33,6 +34,7 @@ from benchmarks import machine
 from benchmarks.common import load_average, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
+UNMATCHED = "not in the compiled HLO"
 OP_LINE = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) [\w\-]+\(")
 
 
@@ -98,10 +100,12 @@ def run(args) -> dict:
                 side.step()
         wall = (time.perf_counter() - t) / args.steps
         per_op = op_thread_ns(tmp)
+    # The trace names ops as the step's executable does; the HLO comes from compiling the same
+    # step again (deterministic), and any trace name it lacks is shown as such, not guessed.
     ops = hlo_ops(hlo)
     shares: collections.Counter = collections.Counter()
     for name, ns in per_op.items():
-        shares[classify(name, ops.get(name, ("", ""))[1])] += ns
+        shares[classify(name, ops[name][1]) if name in ops else (UNMATCHED, "other")] += ns
     total = sum(shares.values())
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:args.top]
     return {
