@@ -23,14 +23,14 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from pgbench import data, rundir, sharding
+from pgbench import data, fingerprint, rundir, sharding
 from pgbench.errors import InputError
 from pgbench.task import Example, Task
 
 DEFAULT_MAX_PROMPT_LEN = 256
 
 # config.json keys that decide the predictions: a run directory resumes only when they match.
-IDENTITY_KEYS = ("task", "split", "data", "checkpoint", "tokenizer", "family", "options", "limit",
+IDENTITY_KEYS = ("task", "split", "data", "checkpoint", "tokenizer", "inputs", "family", "options", "limit",
                  "max_new_tokens", "max_prompt_len", "beam", "dtype", "resize")
 
 
@@ -259,6 +259,7 @@ def resolved_config(req: EvalRequest, split: str, options: Mapping[str, Any], me
         "task": req.task.name, "split": split, "data": str(Path(req.data).resolve()),
         "checkpoint": str(Path(req.checkpoint).resolve()),
         "tokenizer": str(Path(req.tokenizer).resolve()), "family": req.family,
+        "inputs": fingerprint.inputs(req.checkpoint, req.tokenizer),
         "options": _plain(dict(options)), "limit": req.limit,
         "max_new_tokens": s.max_new_tokens, "max_prompt_len": s.max_prompt_len,
         "beam": s.beam, "dtype": req.dtype, "resize": s.resize,

@@ -29,6 +29,11 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 
 
+# Identity keys config.json gained later (fingerprints of the checkpoint's and tokenizer's
+# bytes): compared only when the saved config has them, so older run directories resume.
+LATER_KEYS = ("inputs",)
+
+
 class RunDirError(InputError):
     """A run directory that cannot be used: made for another run, or holding a broken file."""
 
@@ -76,7 +81,7 @@ def check_config(run_dir: Path, config: Mapping[str, Any], identity: Iterable[st
     except (OSError, ValueError) as e:
         raise RunDirError(f"{path}: unreadable run config ({e}); use another --run-dir") from None
     diffs = [f"  {k}: saved {saved.get(k)!r}, now {config.get(k)!r}"
-             for k in identity if saved.get(k) != config.get(k)]
+             for k in identity if saved.get(k) != config.get(k) and not (k in LATER_KEYS and k not in saved)]
     if diffs:
         raise RunDirError(f"{run_dir} holds a different run; refusing to resume it. "
                           "Differences:\n" + "\n".join(diffs) +

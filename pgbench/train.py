@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgbench import budgets, lora, optim
+from pgbench import budgets, lora, optim, rundir
 from pgbench.errors import InputError, PgbenchError
 
 HPARAM_MODES = ("paper", "default")
@@ -43,6 +43,7 @@ LORA_FILE = "lora.npz"
 DEFAULT_EPOCH_CAP = 10
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+SUBSET_FILE = "subset.json"
 # Flags that may differ between a run and its resumption (they do not change the result).
 # The mesh may change too: a checkpoint is restored onto whatever shards the new mesh gives
 # (the result then equals the uninterrupted run within float rounding, not to the bit).
@@ -124,8 +125,13 @@ def resolve_hparams(task_hparams: Mapping[str, Any], cfg: TransferConfig) -> dic
 
 
 def _identity(cfg: TransferConfig) -> dict[str, Any]:
-    """The resolved config as JSON (what config.json holds and a resume must match)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    """The resolved config as JSON (what config.json holds and a resume must match), with
+    ``inputs``: fingerprints of the checkpoint's and tokenizer's bytes (``fingerprint``), so
+    that a checkpoint replaced at the same path is not resumed into."""
+    from pgbench import fingerprint
+
+    out = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return {**out, "inputs": fingerprint.inputs(cfg.checkpoint, cfg.tokenizer)}
 
 
 def check_run_dir(run_dir: Path, identity: Mapping[str, Any]) -> bool:
@@ -149,11 +155,28 @@ def check_run_dir(run_dir: Path, identity: Mapping[str, Any]) -> bool:
         raise TrainingError(f"{saved_path}: unreadable ({e}); remove it or use another --run-dir") from None
     diffs = [f"{k}: saved {saved.get(k)!r}, now {identity.get(k)!r}"
              for k in sorted(set(saved) | set(identity))
-             if k not in RESUME_FREE and saved.get(k) != identity.get(k)]
+             if k not in RESUME_FREE and not (k in rundir.LATER_KEYS and k not in saved)
+             and saved.get(k) != identity.get(k)]
     if diffs:
         raise TrainingError(f"{run_dir} holds a run with other settings; resume it with the same "
                             "flags or use another --run-dir. Differences: " + "; ".join(diffs))
     return True
+
+
+def check_subset(run_dir: Path, ids: list[str]) -> None:
+    """A resumed run must train on the examples it started with (``subset.json``): the same
+    flags over a training split that changed would otherwise continue on other data."""
+    path = run_dir / SUBSET_FILE
+    if not path.exists():  # a kill before the first write: nothing to compare
+        return
+    saved = json.loads(path.read_text())
+    if saved != ids:
+        first = next((i for i, (a, b) in enumerate(zip(saved, ids)) if a != b), min(len(saved), len(ids)))
+        then = saved[first] if first < len(saved) else "(end)"
+        now = ids[first] if first < len(ids) else "(end)"
+        raise TrainingError(f"{run_dir} was started on other training examples than --data now gives "
+                            f"({len(saved)} then, {len(ids)} now; example {first}: {then!r} then, {now!r} now); "
+                            "resume it with the same data or use another --run-dir")
 
 
 def _write_json(path: Path, obj) -> None:
@@ -250,11 +273,12 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     start = ckpts.latest_step() or 0
     data_state = None
     if start:
+        check_subset(run_dir, [examples[i].id for i in idx])
         trainable, opt_state, data_state = ckpts.restore(start, trainable, opt_state)
         log(f"pgbench transfer: resuming {run_dir} at step {start} of {total}")
     if primary:
         _write_json(run_dir / CONFIG_FILE, resolved)
-        (run_dir / "subset.json").write_text(json.dumps([examples[i].id for i in idx]) + "\n")
+        (run_dir / SUBSET_FILE).write_text(json.dumps([examples[i].id for i in idx]) + "\n")
 
     data = TrainData(subset, tok=tok, data_dir=cfg.data, image_size=mcfg.image_size, text_len=text_len,
                      batch_size=batch, seed=cfg.seed, truncate=cfg.truncate, threads=cfg.threads)

@@ -152,6 +152,26 @@ def test_rerun_with_other_split_or_checkpoint_refuses(env, vqa_run, tmp_path, ca
     assert (vqa_run / "predictions.jsonl").read_text() == before
 
 
+def test_checkpoint_replaced_at_the_same_path_is_not_resumed_into(env, vqa_run, tmp_path):
+    """config.json records fingerprints of the checkpoint's and tokenizer's bytes; a resume
+    whose checkpoint path is the same but whose bytes are not is refused."""
+    from pgbench import fingerprint, rundir
+    from pgbench.evaluation import IDENTITY_KEYS
+
+    saved = json.loads((vqa_run / "config.json").read_text())
+    assert saved["inputs"] == fingerprint.inputs(saved["checkpoint"], saved["tokenizer"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(saved))
+    assert rundir.check_config(run, saved, IDENTITY_KEYS)
+    other = fx.write_checkpoint(tmp_path / "other.npz", seed=3)
+    now = {**saved, "inputs": fingerprint.inputs(other, saved["tokenizer"])}  # same path, other bytes
+    with pytest.raises(rundir.RunDirError, match="inputs: saved"):
+        rundir.check_config(run, now, IDENTITY_KEYS)
+    (run / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "inputs"}))
+    assert rundir.check_config(run, now, IDENTITY_KEYS)  # written before fingerprints: resumes
+
+
 # ---------------------------------------------------------------------------------------
 # Slow: a real SIGKILL, and 8 host devices
 

@@ -72,6 +72,36 @@ def test_resume_with_other_flags_is_refused(files, tmp_path):
         check_run_dir(run, _identity(_cfg(files, run, lr=1e-3, seed=1)))
 
 
+def test_resume_from_a_replaced_checkpoint_or_other_examples_is_refused(files, tmp_path):
+    import shutil
+
+    from pgbench.train import check_subset
+
+    ckpt = tmp_path / "ckpt.npz"
+    shutil.copyfile(files["checkpoint"], ckpt)
+    run = tmp_path / "run"
+    identity = _identity(_cfg({**files, "checkpoint": str(ckpt)}, run))
+    assert identity["inputs"]["checkpoint"] and identity["inputs"]["tokenizer"]
+    check_run_dir(run, identity)
+    (run / "config.json").write_text(json.dumps({**identity, "resolved": {"steps": 40}}))
+    raw = bytearray(ckpt.read_bytes())
+    raw[-1] ^= 1  # another checkpoint at the same path (one byte of its last weights)
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(TrainingError, match=r"Differences: inputs: saved \{'checkpoint'"):
+        check_run_dir(run, _identity(_cfg({**files, "checkpoint": str(ckpt)}, run)))
+    # a config.json from before the fingerprints (no "inputs") still resumes
+    old = {k: v for k, v in identity.items() if k != "inputs"}
+    (run / "config.json").write_text(json.dumps(old))
+    assert check_run_dir(run, _identity(_cfg({**files, "checkpoint": str(ckpt)}, run)))
+    # the training examples a resumed run continues on must be the ones it started with
+    (run / "subset.json").write_text(json.dumps(["a", "b", "c"]))
+    check_subset(run, ["a", "b", "c"])
+    with pytest.raises(TrainingError, match=r"3 then, 3 now; example 1: 'b' then, 'x' now"):
+        check_subset(run, ["a", "x", "c"])
+    with pytest.raises(TrainingError, match=r"3 then, 2 now; example 2: 'c' then, '\(end\)' now"):
+        check_subset(run, ["a", "b"])
+
+
 def test_unwritable_run_dir_is_an_error_before_training(files, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
