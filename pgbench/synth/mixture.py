@@ -7,7 +7,8 @@ encoded with the synthetic VQ-VAE), and every example becomes one line of
 path relative to <out>, "prefix", "suffix": [targets]}`` (one target drawn per step).
 ``pgbench transfer --task jsonl --data <out>`` then trains on the mixture, the paper's
 stage-1 multi-task pre-training in miniature. Families in ``exclude`` stay out (held out
-for transfer).
+for transfer). ``upweight`` repeats a family's lines so it makes a given share of the file
+(the stage-2 mixture, which up-weights reading: ``default_model.py``).
 """
 
 from __future__ import annotations
@@ -75,13 +76,40 @@ def mixture_lines(synth_dir: str | Path, out: str | Path, exclude: Sequence[str]
     return lines
 
 
+def upweighted(lines: Mapping[str, list[dict]], shares: Mapping[str, float]) -> dict[str, list[dict]]:
+    """``lines`` with each family in ``shares`` repeated whole so that it makes about that
+    share (0-1) of all lines; the other families keep their lines and their proportions
+    among themselves. A repeat's id is ``<id>#<k>`` (k = 1, 2, ...: the ``jsonl`` adapter
+    wants unique ids); every family is kept at least once."""
+    unknown = [f for f in shares if f not in lines]
+    if unknown:
+        raise InputError(f"cannot up-weight {unknown}: not in the mixture ({', '.join(lines)})")
+    if not all(0 < w < 1 for w in shares.values()) or sum(shares.values()) >= 1:
+        raise InputError(f"up-weighting shares {dict(shares)} must each lie in (0, 1) and sum below 1")
+    rest = sum(len(rows) for f, rows in lines.items() if f not in shares)
+    if not rest:
+        raise InputError("up-weighting needs at least one family that is not up-weighted")
+    total = rest / (1 - sum(shares.values()))
+    out = {}
+    for family, rows in lines.items():
+        if family not in shares or not rows:
+            out[family] = list(rows)
+            continue
+        copies = max(1, round(shares[family] * total / len(rows)))
+        out[family] = [r if k == 0 else {**r, "id": f"{r['id']}#{k}"} for k in range(copies) for r in rows]
+    return out
+
+
 def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
-                  larger: Mapping[str, str | Path] | None = None) -> dict[str, int]:
-    """Write ``<out>/train.jsonl`` (:func:`mixture_lines`' families and order); returns
-    examples per family."""
+                  larger: Mapping[str, str | Path] | None = None,
+                  upweight: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Write ``<out>/train.jsonl`` (:func:`mixture_lines`' families and order, up-weighted
+    families repeated as :func:`upweighted`); returns lines per family."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lines = mixture_lines(synth_dir, out, exclude, larger)
+    if upweight:
+        lines = upweighted(lines, upweight)
     with open(out / MIXTURE_FILE, "w", encoding="utf-8") as f:
         for rows in lines.values():
             for r in rows:

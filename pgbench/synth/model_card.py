@@ -55,26 +55,41 @@ def render(model: Path, eval_dir: Path) -> str:
             f"- VQ-VAE (`vae.npz`): big_vision's vae-oid architecture, full size, float16, trained on the "
             "synthetic masks", ""]
     out += ["## How it was made", "",
-            f"Command: `make default-model` (seed {build['seed']}): the build took {build['seconds']} s "
+            f"Command: `make default-model` (seed {build['seed']}): the build's steps took {build['seconds']} s "
             f"({build['seconds'] / 60:.1f} min), then `make eval` {table['seconds']} s "
             f"({(build['seconds'] + table['seconds']) / 60:.1f} min together), on {build['machine']['cpus']} CPUs "
             f"({build['machine']['processor']}, {build['machine']['platform']}); 1-minute load averages "
-            "before and after each step below (a load above the CPU count would mean other work shared the machine).", "",
+            "before and after each step below (a load above the CPU count would mean other work shared the machine). "
+            "A step marked as from an earlier run of the build was not repeated: its output was in the work "
+            "folder from a run of the same command, whose record is shown.", "",
             "| step | command | seconds | load before / after |", "|---|---|---|---|"]
     for s in build["steps"]:
         cmd = f"`pgbench {s['command'].removeprefix('pgbench.cli ')}`" if s["command"] else "(in-process)"
         lb, la = (s.get("load_before") or ["n/a"])[0], (s.get("load_after") or ["n/a"])[0]
-        out.append(f"| {s['name']} | {cmd} | {s['seconds']} | {lb} / {la} |")
+        seconds = f"{s['seconds']} (an earlier run of the build)" if s.get("reused") else s["seconds"]
+        out.append(f"| {s['name']} | {cmd} | {seconds} | {lb} / {la} |")
     out += ["", f"Pre-training mixture (every family's training split except `{build['held_out']}`, held "
             "out for `make transfer`; one `jsonl` task, each example's prompt and targets as its "
             "adapter builds them): " + ", ".join(f"{k} {v}" for k, v in mixture.items()) +
             f" ({sum(mixture.values())} examples).", "",
-            f"Pre-training: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
+            f"Pre-training{' stage 1' if 'stage2' in build else ''}: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
             f"({pre['steps'] * pre['batch']} examples, {pre['steps'] * pre['batch'] / pre['examples']:.1f} "
             f"epochs), Adam (big_vision's optimizer), peak lr {pre['lr']}, weight decay {pre['wd']}, "
             f"warm-up then cosine, text length {pre['text_len']}; loss {pre['first_loss']:.3f} at the first "
             f"logged step, {pre['final_loss']:.3f} at the last; {pre['examples_per_s']} examples/s.",
             "", "Loss curve (step, loss): " + ", ".join(f"{s} {l}" for s, l in pre["loss_curve"]), ""]
+    if "stage2" in build:
+        two = build["stage2"]
+        step2 = next(s for s in build["steps"] if s["name"] == "stage-2 mixture")
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in step2["shares"].items())
+        out += [f"Stage 2 (reading up-weighted, from stage 1's export): the same families with {shares} "
+                "of the lines (its training split repeated; the others once each): "
+                + ", ".join(f"{k} {v}" for k, v in step2["examples"].items())
+                + f" ({sum(step2['examples'].values())} lines); {two['steps']} steps of batch {two['batch']}, "
+                f"peak lr {two['lr']}, weight decay {two['wd']}, warm-up then cosine; loss "
+                f"{two['first_loss']:.3f} at the first logged step, {two['final_loss']:.3f} at the last; "
+                f"{two['examples_per_s']} examples/s.", "",
+                "Loss curve (step, loss): " + ", ".join(f"{s} {l}" for s, l in two["loss_curve"]), ""]
     out += ["## Scores (`make eval`)", "",
             f"Measured by `make eval` ({table['seconds']} s on {table['cpus']} CPUs, load average {load[0]}); "
             + (f"the first {table['limit']} examples" if table["limit"] else "every example")

@@ -71,6 +71,30 @@ def test_mixture_refuses_an_unknown_held_out_family(tmp_path):
         mixture.write_mixture(tmp_path / "s", tmp_path / "m", exclude=["nope"])
 
 
+def test_stage2_mixture_repeats_the_upweighted_family_to_its_share(tmp_path):
+    from pgbench.errors import InputError
+
+    synth = tmp_path / "synth"
+    generate.generate(synth, seed=1, sizes={"train": 4, "val": 1, "test": 1},
+                      family_names=["vqav2", "textvqa", "cococap"], image_size=48, with_chance=False)
+    plain = mixture.mixture_lines(synth, tmp_path / "mix")
+    counts = mixture.write_mixture(synth, tmp_path / "mix", upweight={"textvqa": 0.5})
+    rest = len(plain["vqav2"]) + len(plain["cococap"])
+    assert counts["vqav2"] == len(plain["vqav2"]) and counts["cococap"] == len(plain["cococap"])
+    copies = counts["textvqa"] // len(plain["textvqa"])
+    assert counts["textvqa"] == copies * len(plain["textvqa"]) and copies == round(rest / len(plain["textvqa"]))
+    assert abs(counts["textvqa"] / sum(counts.values()) - 0.5) <= len(plain["textvqa"]) / sum(counts.values())
+    jsonl = load_task("jsonl")  # the adapter reads it: ids stay unique, repeats keep prompt and targets
+    mixed = {e.id: e for e in jsonl.examples(tmp_path / "mix", "train", jsonl.resolve_options({}))}
+    assert len(mixed) == sum(counts.values())
+    for row in plain["textvqa"]:
+        again = [mixed[row["id"]]] + [mixed[f"{row['id']}#{k}"] for k in range(1, copies)]
+        assert all(e.prefix == row["prefix"] and list(e.train_targets) == row["suffix"] for e in again)
+    for bad in ({"nope": 0.5}, {"textvqa": 1.0}, {"textvqa": 0.6, "vqav2": 0.5}):
+        with pytest.raises(InputError):
+            mixture.upweighted(plain, bad)
+
+
 def test_random_init_is_a_gemma2_paligemma_directory_pgbench_loads(tmp_path):
     from pgbench.checkpoints import load_checkpoint
     from pgbench.checkpoints.random_params import random_param
@@ -177,3 +201,51 @@ def test_build_refuses_a_work_folder_from_an_older_generator(tmp_path):
         default_model.check_generator(tmp_path)
     (tmp_path / "synth" / "manifest.json").write_text(json.dumps({"generator_version": generate.GENERATOR_VERSION}))
     default_model.check_generator(tmp_path)  # current: no error
+
+
+def test_data_step_is_done_only_when_tokenizer_and_vae_exist_too(tmp_path):
+    from pgbench.synth import default_model
+
+    synth, tok, vae = tmp_path / "synth", tmp_path / "tokenizer", tmp_path / "vae.npz"
+    synth.mkdir()
+    (synth / "manifest.json").write_text("{}")  # written first; the tokenizer then failed
+    assert not default_model.synth_done(synth, tok, vae)
+    tok.mkdir()
+    (tok / "tokenizer.model").write_bytes(b"x")
+    assert not default_model.synth_done(synth, tok, vae)
+    vae.write_bytes(b"x")
+    assert default_model.synth_done(synth, tok, vae)
+
+
+@pytest.mark.slow  # a tiny build twice (~1.5 min on 2 CPU cores)
+def test_tiny_build_two_stages_and_a_rerun_reuses_each_finished_step(tmp_path):
+    from pgbench.checkpoints import load_checkpoint
+    from pgbench.synth import default_model
+
+    tiny = dict(vit_width=32, vit_depth=1, width=64, depth=2, heads=2, kv_heads=1, head_dim=32)
+    kw = dict(steps=6, stage2_steps=4, vae_steps=2, sizes="train=100", model_kw=tiny)
+    first = default_model.build(tmp_path / "model", tmp_path / "work", **kw)
+    names = [s["name"] for s in first["steps"]]
+    assert names[-2:] == ["stage-2 mixture", "stage 2 (pgbench transfer)"] and not any(s.get("reused") for s in first["steps"])
+    two = first["steps"][-2]
+    assert set(two["examples"]) == set(first["steps"][names.index("pre-training mixture")]["examples"])
+    # stage 2 starts from stage 1's export and is what the model directory holds
+    stage2_cfg = json.loads((tmp_path / "work" / "stage2" / "config.json").read_text())
+    assert stage2_cfg["checkpoint"].endswith("pretrain/export/hf") and first["stage2"]["steps"] == 4
+    shipped, _ = load_checkpoint(tmp_path / "model")
+    exported, _ = load_checkpoint(tmp_path / "work" / "stage2" / "export" / "hf")
+    for a, b in zip(jax_leaves(shipped), jax_leaves(exported)):
+        np.testing.assert_array_equal(a, b)
+    again = default_model.build(tmp_path / "model", tmp_path / "work", **kw)
+    reused = {s["name"]: s for s in again["steps"] if s.get("reused")}
+    assert set(reused) == {names[0], names[1], "pre-training (pgbench transfer)", "stage 2 (pgbench transfer)"}
+    for s in first["steps"]:
+        if s["name"] in reused:
+            assert reused[s["name"]]["seconds"] == s["seconds"]  # the first run's durations
+    assert again["seconds"] == round(sum(s["seconds"] for s in again["steps"]), 1)
+
+
+def jax_leaves(model):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(model)]
