@@ -34,6 +34,12 @@ RESULTS_MD = "results.md"
 LATER_KEYS = ("inputs",)
 
 
+def key_differs(saved: Mapping[str, Any], now: Mapping[str, Any], key: str) -> bool:
+    """Whether a resume must refuse on ``key``: its values differ, unless it is one of
+    :data:`LATER_KEYS` and the saved config predates it."""
+    return saved.get(key) != now.get(key) and not (key in LATER_KEYS and key not in saved)
+
+
 class RunDirError(InputError):
     """A run directory that cannot be used: made for another run, or holding a broken file."""
 
@@ -81,7 +87,7 @@ def check_config(run_dir: Path, config: Mapping[str, Any], identity: Iterable[st
     except (OSError, ValueError) as e:
         raise RunDirError(f"{path}: unreadable run config ({e}); use another --run-dir") from None
     diffs = [f"  {k}: saved {saved.get(k)!r}, now {config.get(k)!r}"
-             for k in identity if saved.get(k) != config.get(k) and not (k in LATER_KEYS and k not in saved)]
+             for k in identity if key_differs(saved, config, k)]
     if diffs:
         raise RunDirError(f"{run_dir} holds a different run; refusing to resume it. "
                           "Differences:\n" + "\n".join(diffs) +

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgbench import budgets, lora, optim, rundir
+from pgbench import budgets, fingerprint, lora, optim, rundir
 from pgbench.errors import InputError, PgbenchError
 
 HPARAM_MODES = ("paper", "default")
@@ -128,8 +128,6 @@ def _identity(cfg: TransferConfig) -> dict[str, Any]:
     """The resolved config as JSON (what config.json holds and a resume must match), with
     ``inputs``: fingerprints of the checkpoint's and tokenizer's bytes (``fingerprint``), so
     that a checkpoint replaced at the same path is not resumed into."""
-    from pgbench import fingerprint
-
     out = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     return {**out, "inputs": fingerprint.inputs(cfg.checkpoint, cfg.tokenizer)}
 
@@ -155,8 +153,7 @@ def check_run_dir(run_dir: Path, identity: Mapping[str, Any]) -> bool:
         raise TrainingError(f"{saved_path}: unreadable ({e}); remove it or use another --run-dir") from None
     diffs = [f"{k}: saved {saved.get(k)!r}, now {identity.get(k)!r}"
              for k in sorted(set(saved) | set(identity))
-             if k not in RESUME_FREE and not (k in rundir.LATER_KEYS and k not in saved)
-             and saved.get(k) != identity.get(k)]
+             if k not in RESUME_FREE and rundir.key_differs(saved, identity, k)]
     if diffs:
         raise TrainingError(f"{run_dir} holds a run with other settings; resume it with the same "
                             "flags or use another --run-dir. Differences: " + "; ".join(diffs))
@@ -272,13 +269,14 @@ def run_transfer(cfg: TransferConfig, *, evaluate: Callable | None = None, log=p
     ckpts = TrainCheckpoints(run_dir, keep=cfg.keep)
     start = ckpts.latest_step() or 0
     data_state = None
+    subset_ids = [examples[i].id for i in idx]
     if start:
-        check_subset(run_dir, [examples[i].id for i in idx])
+        check_subset(run_dir, subset_ids)
         trainable, opt_state, data_state = ckpts.restore(start, trainable, opt_state)
         log(f"pgbench transfer: resuming {run_dir} at step {start} of {total}")
     if primary:
         _write_json(run_dir / CONFIG_FILE, resolved)
-        (run_dir / SUBSET_FILE).write_text(json.dumps([examples[i].id for i in idx]) + "\n")
+        (run_dir / SUBSET_FILE).write_text(json.dumps(subset_ids) + "\n")
 
     data = TrainData(subset, tok=tok, data_dir=cfg.data, image_size=mcfg.image_size, text_len=text_len,
                      batch_size=batch, seed=cfg.seed, truncate=cfg.truncate, threads=cfg.threads)

@@ -49,6 +49,7 @@ DEFAULT_IMAGE_SIZE = 128
 # 2: signs on the patch grid (scenes.SIGN_GRID).
 GENERATOR_VERSION = 2
 
+
 def written_by_this_generator(manifest: Mapping[str, Any]) -> bool:
     """Whether a ``manifest.json``'s data is what this generator draws for its settings."""
     return manifest.get("generator_version") == GENERATOR_VERSION
