@@ -140,8 +140,13 @@ def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: 
                          "--sizes", f"train={LARGER_TRAIN[family]},val=0,test=0"),
              done=(folder / "manifest.json").exists())
     mix = work / "mixture"
-    step("pre-training mixture", None,
-         lambda: {"examples": mixture.write_mixture(synth, mix, exclude=[HELD_OUT], larger=larger)})
+    lines = {}  # family -> jsonl lines for `mix`; stage 2 writes its mixture from them
+
+    def write_stage1_mixture():
+        lines.update(mixture.mixture_lines(synth, mix, exclude=[HELD_OUT], larger=larger))
+        return {"examples": mixture.write_lines(mix, lines)}
+
+    step("pre-training mixture", None, write_stage1_mixture)
     vocab = Tokenizer(tok_dir / "tokenizer.model", require_locseg=True).vocab_size
     cfg = small_model.small_config(vocab, **(model_kw or {}))
     init = work / "init"
@@ -162,7 +167,7 @@ def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: 
         mix2 = work / "mixture-stage2"
         shares = stage2_shares or STAGE2_SHARES
         step("stage-2 mixture", None, lambda: {
-            "examples": mixture.write_mixture(synth, mix2, exclude=[HELD_OUT], larger=larger, upweight=shares),
+            "examples": mixture.write_lines(mix2, mixture.upweighted(mixture.relocated(lines, mix, mix2), shares)),
             "shares": shares})
         stage1_export, run_dir = run_dir / "export" / "hf", work / "stage2"
         step("stage 2 (pgbench transfer)", transfer(mix2, stage1_export, run_dir, stage2_steps, stage2_lr),

@@ -100,18 +100,30 @@ def upweighted(lines: Mapping[str, list[dict]], shares: Mapping[str, float]) -> 
     return out
 
 
-def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
-                  larger: Mapping[str, str | Path] | None = None,
-                  upweight: Mapping[str, float] | None = None) -> dict[str, int]:
-    """Write ``<out>/train.jsonl`` (:func:`mixture_lines`' families and order, up-weighted
-    families repeated as :func:`upweighted`); returns lines per family."""
+def relocated(lines: Mapping[str, list[dict]], old: str | Path, new: str | Path) -> dict[str, list[dict]]:
+    """``lines`` written for ``old`` with their relative image paths made relative to ``new``
+    (a second mixture from the same examples, without reading the adapters again)."""
+    def move(image: str) -> str:
+        return image if os.path.isabs(image) else os.path.relpath(Path(old) / image, new)
+
+    return {family: [{**r, "image": move(r["image"])} for r in rows] for family, rows in lines.items()}
+
+
+def write_lines(out: str | Path, lines: Mapping[str, list[dict]]) -> dict[str, int]:
+    """Write ``<out>/train.jsonl`` from family -> lines; returns lines per family."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = mixture_lines(synth_dir, out, exclude, larger)
-    if upweight:
-        lines = upweighted(lines, upweight)
     with open(out / MIXTURE_FILE, "w", encoding="utf-8") as f:
         for rows in lines.values():
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return {family: len(rows) for family, rows in lines.items()}
+
+
+def write_mixture(synth_dir: str | Path, out: str | Path, exclude: Sequence[str] = (),
+                  larger: Mapping[str, str | Path] | None = None,
+                  upweight: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Write ``<out>/train.jsonl`` (:func:`mixture_lines`' families and order, up-weighted
+    families repeated as :func:`upweighted`); returns lines per family."""
+    lines = mixture_lines(synth_dir, out, exclude, larger)
+    return write_lines(out, upweighted(lines, upweight) if upweight else lines)

@@ -90,6 +90,12 @@ def test_stage2_mixture_repeats_the_upweighted_family_to_its_share(tmp_path):
     for row in plain["textvqa"]:
         again = [mixed[row["id"]]] + [mixed[f"{row['id']}#{k}"] for k in range(1, copies)]
         assert all(e.prefix == row["prefix"] and list(e.train_targets) == row["suffix"] for e in again)
+    # the same lines moved to another folder point at the same images
+    moved = mixture.relocated(plain, tmp_path / "mix", tmp_path / "a" / "b")
+    for family, rows in plain.items():
+        for r, m in zip(rows, moved[family]):
+            assert (tmp_path / "a" / "b" / m["image"]).resolve() == (tmp_path / "mix" / r["image"]).resolve()
+            assert m["image"] != r["image"] and {**m, "image": r["image"]} == r
     for bad in ({"nope": 0.5}, {"textvqa": 1.0}, {"textvqa": 0.6, "vqav2": 0.5}):
         with pytest.raises(InputError):
             mixture.upweighted(plain, bad)
