@@ -255,3 +255,17 @@ def jax_leaves(model):
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(model)]
+
+
+def test_command_line_stage2_keeps_the_recipe_proportions(tmp_path, monkeypatch):
+    from pgbench.synth import default_model
+
+    seen = []
+    monkeypatch.setattr(default_model, "build", lambda out, work, **kw: seen.append(kw) or {"seconds": 0})
+    default_model.main(["--out", str(tmp_path / "m")])
+    default_model.main(["--out", str(tmp_path / "m"), "--steps", "90", "--tiny"])
+    default_model.main(["--out", str(tmp_path / "m"), "--steps", "90", "--stage2-steps", "0"])
+    assert [kw["steps"] for kw in seen] == [default_model.STEPS, 90, 90]
+    assert seen[0]["stage2_steps"] == default_model.STAGE2_STEPS
+    assert seen[1]["stage2_steps"] == round(90 * default_model.STAGE2_STEPS / default_model.STEPS) > 0
+    assert seen[2]["stage2_steps"] == 0
