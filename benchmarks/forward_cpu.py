@@ -56,8 +56,8 @@ def _slow_torch_rate(torch, dt, floor_gflops: float = 5.0) -> float | None:
 def role_matmul(args) -> dict:
     """The matmul rate of this machine at the compared dtypes (``--dtype``: comma-separated),
     as jax and torch see it. Only those: on a CPU without bfloat16 instructions torch's
-    bfloat16 product falls back to a slow path (0.3 GFLOP/s against 124 in float32 on a
-    2-core AMD EPYC without AVX-512), minutes per probe."""
+    bfloat16 product falls back to a slow path, minutes per probe, and is skipped (its small
+    probe's rate is recorded as ``torch_<dtype>_note``)."""
     import jax
     import jax.numpy as jnp
 
