@@ -49,6 +49,37 @@ def have_transformers() -> bool:
     return True
 
 
+def torch_rate(dtype: str) -> float:
+    """GFLOP/s of a 64x256x256 torch product at ``dtype`` ("float32" or "bfloat16"), best of 3
+    after a warm-up."""
+    import torch
+
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    x, y = torch.ones(64, 256, dtype=dt), torch.ones(256, 256, dtype=dt)
+    x @ y
+    best = min(time_calls(lambda: x @ y, 3))  # a process's first products are slow ones
+    return 2 * 64 * 256 * 256 / max(best, 1e-9) / 1e9
+
+
+def torch_skip_note(dtype: str, flops: float, limit_s: float = 120.0, floor_gflops: float = 5.0) -> str | None:
+    """Why torch's side of a comparison of ``flops`` matrix FLOPs at ``dtype`` is skipped, or None.
+
+    A CPU without a dtype's instructions (bfloat16 without AVX-512 or AMX) sends torch's
+    products to a slow fallback: 0.3 GFLOP/s measured on a 2-core AMD EPYC, where a
+    real-size bfloat16 comparison would run for hours. Skipped when the small product runs
+    below ``floor_gflops`` GFLOP/s AND ``flops`` at that rate would take over ``limit_s``
+    seconds, so tiny presets still compare both sides everywhere. The small product
+    overstates the fallback's rate at real sizes (1 against 0.3 GFLOP/s there), hence the
+    low default limit."""
+    rate = torch_rate(dtype)
+    secs = flops / (rate * 1e9)
+    if rate >= floor_gflops or secs <= limit_s:
+        return None
+    took = f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
+    return (f"skipped: torch's {dtype} products run at {rate:.1f} GFLOP/s on this CPU (no {dtype} "
+            f"instructions); this side would take at least {took}")
+
+
 def write_results(stem: Path, res: dict, markdown: str) -> None:
     """Write ``stem``.json (every figure) and ``stem``.md (the table), and print the table."""
     stem = Path(stem)

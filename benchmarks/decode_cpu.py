@@ -49,8 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine, read_bound
-from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, write_results
-from benchmarks.flops import weight_bytes_per_token
+from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, torch_skip_note, write_results
+from benchmarks.flops import prefill_flops, weight_bytes_per_token
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEVER = -7  # an EOS id no token can equal: every row decodes all new tokens
@@ -206,6 +206,13 @@ def _summarize_side(rounds: list[dict], batch: str, batch_size: int, steps: int)
     return out
 
 
+def _generate_flops(cfg, args) -> float:
+    """Matrix FLOPs of one side's whole run: every batch, round and repeat generates
+    ``new_tokens`` after the prompt (counted as a prefill over prompt + new tokens)."""
+    return args.rounds * args.repeats * sum(
+        prefill_flops(cfg, args.text_tokens + args.new_tokens, batch=b) for b in args.batches)
+
+
 def _finish(res: dict) -> dict:
     res["load_after"] = load_average()
     res["above_read_bound"] = [f"{k} batch {b} {side}" for k, e in res["results"].items()
@@ -246,7 +253,8 @@ def run(args, save=None) -> dict:
                 wbytes = weight_bytes_per_token(cfg, 4 if dtype == "float32" else 2)
                 bound = [spawn(MODULE, "read_bound", bytes=wbytes)]
                 sides = {"pgbench": dict(role="pgbench", preset=preset, dtype=dtype, batches=batches, **common)}
-                if tf_ok:
+                skip = tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args))
+                if tf_ok and not skip:
                     sides["transformers"] = dict(role="transformers", preset=preset, dtype=dtype, batches=batches,
                                                  hf_dir=hf_dir, **common)
                 rounds = interleaved(MODULE, sides, args.rounds)
@@ -260,6 +268,8 @@ def run(args, save=None) -> dict:
                     row = {side: _summarize_side(rounds[side], str(b), b, args.new_tokens) for side in sides}
                     if not tf_ok:
                         row["transformers"] = {"error": "transformers not installed (make install-reference)"}
+                    elif skip:
+                        row["transformers"] = {"error": skip}
                     p, t = row["pgbench"], row["transformers"]
                     if "loop_s" in p and "loop_s" in t:
                         row["loop_speedup"] = t["loop_s"]["median_s"] / p["loop_s"]["median_s"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, time_calls, write_results
+from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, time_calls, torch_skip_note, write_results
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,22 +42,11 @@ def _inputs(cfg, n_text: int, batch: int = 1, seed: int = 0):
     return images, tokens
 
 
-def _slow_torch_rate(torch, dt, floor_gflops: float = 5.0) -> float | None:
-    """The rate of a small torch product at ``dt`` when it is below ``floor_gflops``
-    (a CPU without that dtype's instructions), else None."""
-    x, y = torch.ones(64, 256, dtype=dt), torch.ones(256, 256, dtype=dt)
-    x @ y
-    start = time.perf_counter()
-    x @ y
-    rate = 2 * 64 * 256 * 256 / max(time.perf_counter() - start, 1e-9) / 1e9
-    return rate if rate < floor_gflops else None
-
-
 def role_matmul(args) -> dict:
     """The matmul rate of this machine at the compared dtypes (``--dtype``: comma-separated),
     as jax and torch see it. Only those: on a CPU without bfloat16 instructions torch's
-    bfloat16 product falls back to a slow path, minutes per probe, and is skipped (its small
-    probe's rate is recorded as ``torch_<dtype>_note``)."""
+    bfloat16 product falls back to a slow path, minutes per probe, and is skipped (the reason
+    is recorded as ``torch_<dtype>_note``; ``common.torch_skip_note``)."""
     import jax
     import jax.numpy as jnp
 
@@ -81,9 +70,9 @@ def role_matmul(args) -> dict:
         for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
             if name not in wanted:
                 continue
-            slow = _slow_torch_rate(torch, dt)
-            if slow is not None:
-                res[f"torch_{name}_note"] = f"skipped: a 64x256x256 product runs at {slow:.1f} GFLOP/s on this CPU"
+            note = torch_skip_note(name, 11 * flops)
+            if note:
+                res[f"torch_{name}_note"] = note
                 continue
             x, y = ta.to(dt), tb.to(dt)
             t = min(time_calls(lambda: x @ y, 10))
@@ -188,7 +177,8 @@ def run(args) -> dict:
             res["write_hf"] = spawn("benchmarks.forward_cpu", "write_hf", **_flags(args, hf_dir=tmp))
         for dtype in args.dtypes:
             sides = {"pgbench": _flags(args, role="pgbench", dtype=dtype)}
-            if tf_ok:
+            skip = tf_ok and torch_skip_note(dtype, flops * args.rounds * (args.repeats + 1))
+            if tf_ok and not skip:
                 sides["transformers"] = _flags(args, role="transformers", dtype=dtype, hf_dir=tmp)
             rounds = interleaved("benchmarks.forward_cpu", sides, args.rounds)
             entry = {"raw_rounds": rounds}
@@ -199,6 +189,8 @@ def run(args) -> dict:
                     entry[side]["gflops"] = flops / entry[side]["median_s"] / 1e9
             if not tf_ok:
                 entry["transformers"] = {"error": "transformers not installed (make install-reference)"}
+            elif skip:
+                entry["transformers"] = {"error": skip}
             if "median_s" in entry["pgbench"] and "median_s" in entry["transformers"]:
                 entry["speedup"] = entry["transformers"]["median_s"] / entry["pgbench"]["median_s"]
             res["dtypes"][dtype] = entry

@@ -57,6 +57,17 @@ def test_read_bound_counts_each_byte_once():
     assert res["bytes"] == 1 << 22 and res["bytes_per_s"] == max(res["by_reader_bytes_per_s"].values())
 
 
+def test_torch_side_is_skipped_only_where_slow_and_long(monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "torch_rate", lambda dtype: 0.3)  # a CPU without bf16 instructions
+    note = common.torch_skip_note("bfloat16", 1e13)  # ~9 h at that rate
+    assert note and "0.3 GFLOP/s" in note and "9.3 h" in note
+    assert common.torch_skip_note("bfloat16", 1e9) is None  # a tiny preset still compares both sides
+    monkeypatch.setattr(common, "torch_rate", lambda dtype: 150.0)
+    assert common.torch_skip_note("bfloat16", 1e15) is None
+
+
 def test_metrics_bench_quick_writes_where_told(tmp_path):
     _run("benchmarks.metrics_bench", "--quick", "--out", str(tmp_path))
     assert json.loads((tmp_path / "metrics_quick.json").read_text())["vqa"]["n"] > 0
