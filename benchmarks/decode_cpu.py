@@ -256,7 +256,8 @@ def run(args, save=None) -> dict:
         with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-decode-") as tmp:
             cfg = get_preset(preset)
             hf_dir = os.path.join(tmp, preset)
-            if tf_ok:
+            skips = {dtype: tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args)) for dtype in args.dtypes}
+            if tf_ok and not all(skips.values()):  # no copy of the weights for a side that will not run
                 spawn(MODULE, "write_hf", preset=preset, hf_dir=hf_dir, seed=args.seed)
             for dtype in args.dtypes:
                 if f"{preset} {dtype}" in res["results"]:
@@ -264,7 +265,7 @@ def run(args, save=None) -> dict:
                 wbytes = weight_bytes_per_token(cfg, 4 if dtype == "float32" else 2)
                 bound = [spawn(MODULE, "read_bound", bytes=wbytes)]
                 sides = {"pgbench": dict(role="pgbench", preset=preset, dtype=dtype, batches=batches, **common)}
-                skip = tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args))
+                skip = skips[dtype]
                 if tf_ok and not skip:
                     sides["transformers"] = dict(role="transformers", preset=preset, dtype=dtype, batches=batches,
                                                  hf_dir=hf_dir, **common)

@@ -172,12 +172,13 @@ def run(args) -> dict:
            "machine": machine.describe(), "load_before": load_average(),
            "matmul": spawn("benchmarks.forward_cpu", "matmul", **_flags(args, dtype=",".join(args.dtypes))), "dtypes": {}}
     tf_ok = have_transformers()
+    skips = {dtype: tf_ok and torch_skip_note(dtype, flops * args.rounds * (args.repeats + 1)) for dtype in args.dtypes}
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-forward-") as tmp:
-        if tf_ok:
+        if tf_ok and not all(skips.values()):  # no copy of the weights for a side that will not run
             res["write_hf"] = spawn("benchmarks.forward_cpu", "write_hf", **_flags(args, hf_dir=tmp))
         for dtype in args.dtypes:
             sides = {"pgbench": _flags(args, role="pgbench", dtype=dtype)}
-            skip = tf_ok and torch_skip_note(dtype, flops * args.rounds * (args.repeats + 1))
+            skip = skips[dtype]
             if tf_ok and not skip:
                 sides["transformers"] = _flags(args, role="transformers", dtype=dtype, hf_dir=tmp)
             rounds = interleaved("benchmarks.forward_cpu", sides, args.rounds)
