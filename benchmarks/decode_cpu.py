@@ -256,7 +256,8 @@ def run(args, save=None) -> dict:
         with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-decode-") as tmp:
             cfg = get_preset(preset)
             hf_dir = os.path.join(tmp, preset)
-            skips = {dtype: tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args)) for dtype in args.dtypes}
+            skips = {dtype: tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args))
+                     for dtype in args.dtypes if f"{preset} {dtype}" not in res["results"]}
             if tf_ok and not all(skips.values()):  # no copy of the weights for a side that will not run
                 spawn(MODULE, "write_hf", preset=preset, hf_dir=hf_dir, seed=args.seed)
             for dtype in args.dtypes:
