@@ -332,6 +332,10 @@ def markdown(res: dict) -> str:
         for b, row in e["batches"].items():
             for side in ("pgbench", "transformers"):
                 d = row[side]
+                if "loop_s" not in d:  # not measured: the reason once, not in every column
+                    lines.append(f"| {b} | {side} {key.split()[-1]} | — | — | — | — | — | — | — | "
+                                 f"{d.get('error', 'no runs')} |")
+                    continue
                 frac = d.get("fraction_of_read_bound")
                 frac_s = ("—" if frac is None else f"{frac:.0%}" + (" **ABOVE BOUND**" if d.get("above_read_bound") else ""))
                 sp = (f"{row['loop_speedup']:.2f}x", f"{row['generate_speedup']:.2f}x") if (
