@@ -80,6 +80,14 @@ def torch_skip_note(dtype: str, flops: float, limit_s: float = 120.0, floor_gflo
             f"instructions); this side would take at least {took}")
 
 
+def peer_missing(dtype: str, flops: float) -> str | None:
+    """Why transformers' side of a comparison of ``flops`` matrix FLOPs at ``dtype`` does not
+    run (not installed, or ``torch_skip_note``), or None when it runs."""
+    if not have_transformers():
+        return "transformers not installed (make install-reference)"
+    return torch_skip_note(dtype, flops)
+
+
 def write_results(stem: Path, res: dict, markdown: str) -> None:
     """Write ``stem``.json (every figure) and ``stem``.md (the table), and print the table."""
     stem = Path(stem)

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine, read_bound
-from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, torch_skip_note, write_results
+from benchmarks.common import interleaved, load_average, peer_missing, spawn, summarize, write_results
 from benchmarks.flops import prefill_flops, weight_bytes_per_token
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -248,7 +248,6 @@ def run(args, save=None) -> dict:
         same = all(old.get(k) == res[k] for k in ("new_tokens", "text_tokens", "rounds", "repeats_per_round"))
         res["results"] = {k: v for k, v in old.get("results", {}).items()
                           if same and set(map(str, args.batches)) <= set(v.get("batches", {}))}
-    tf_ok = have_transformers()
     for preset in args.presets:
         # One HF copy of the weights on disk at a time (12 GB per 3B preset in float32).
         if all(f"{preset} {dtype}" in res["results"] for dtype in args.dtypes):
@@ -256,9 +255,9 @@ def run(args, save=None) -> dict:
         with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-decode-") as tmp:
             cfg = get_preset(preset)
             hf_dir = os.path.join(tmp, preset)
-            skips = {dtype: tf_ok and torch_skip_note(dtype, _generate_flops(cfg, args))
-                     for dtype in args.dtypes if f"{preset} {dtype}" not in res["results"]}
-            if tf_ok and not all(skips.values()):  # no copy of the weights for a side that will not run
+            missing = {dtype: peer_missing(dtype, _generate_flops(cfg, args))
+                       for dtype in args.dtypes if f"{preset} {dtype}" not in res["results"]}
+            if not all(missing.values()):  # no copy of the weights for a side that will not run
                 spawn(MODULE, "write_hf", preset=preset, hf_dir=hf_dir, seed=args.seed)
             for dtype in args.dtypes:
                 if f"{preset} {dtype}" in res["results"]:
@@ -266,8 +265,7 @@ def run(args, save=None) -> dict:
                 wbytes = weight_bytes_per_token(cfg, 4 if dtype == "float32" else 2)
                 bound = [spawn(MODULE, "read_bound", bytes=wbytes)]
                 sides = {"pgbench": dict(role="pgbench", preset=preset, dtype=dtype, batches=batches, **common)}
-                skip = skips[dtype]
-                if tf_ok and not skip:
+                if not missing[dtype]:
                     sides["transformers"] = dict(role="transformers", preset=preset, dtype=dtype, batches=batches,
                                                  hf_dir=hf_dir, **common)
                 rounds = interleaved(MODULE, sides, args.rounds)
@@ -279,10 +277,8 @@ def run(args, save=None) -> dict:
                 entry["read_bound_s_per_step"] = bound_s
                 for b in args.batches:
                     row = {side: _summarize_side(rounds[side], str(b), b, args.new_tokens) for side in sides}
-                    if not tf_ok:
-                        row["transformers"] = {"error": "transformers not installed (make install-reference)"}
-                    elif skip:
-                        row["transformers"] = {"error": skip}
+                    if missing[dtype]:
+                        row["transformers"] = {"error": missing[dtype]}
                     p, t = row["pgbench"], row["transformers"]
                     if "loop_s" in p and "loop_s" in t:
                         row["loop_speedup"] = t["loop_s"]["median_s"] / p["loop_s"]["median_s"]

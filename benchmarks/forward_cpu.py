@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, interleaved, load_average, spawn, summarize, time_calls, torch_skip_note, write_results
+from benchmarks.common import interleaved, load_average, peer_missing, spawn, summarize, time_calls, torch_skip_note, write_results
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,7 +70,7 @@ def role_matmul(args) -> dict:
         for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
             if name not in wanted:
                 continue
-            note = torch_skip_note(name, 11 * flops)
+            note = torch_skip_note(name, 11 * flops)  # a warm-up and 10 timed products
             if note:
                 res[f"torch_{name}_note"] = note
                 continue
@@ -171,15 +171,13 @@ def run(args) -> dict:
            "flops": flops, "rounds": args.rounds, "repeats_per_round": args.repeats,
            "machine": machine.describe(), "load_before": load_average(),
            "matmul": spawn("benchmarks.forward_cpu", "matmul", **_flags(args, dtype=",".join(args.dtypes))), "dtypes": {}}
-    tf_ok = have_transformers()
-    skips = {dtype: tf_ok and torch_skip_note(dtype, flops * args.rounds * (args.repeats + 1)) for dtype in args.dtypes}
+    missing = {dtype: peer_missing(dtype, flops * args.rounds * (args.repeats + 1)) for dtype in args.dtypes}
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-forward-") as tmp:
-        if tf_ok and not all(skips.values()):  # no copy of the weights for a side that will not run
+        if not all(missing.values()):  # no copy of the weights for a side that will not run
             res["write_hf"] = spawn("benchmarks.forward_cpu", "write_hf", **_flags(args, hf_dir=tmp))
         for dtype in args.dtypes:
             sides = {"pgbench": _flags(args, role="pgbench", dtype=dtype)}
-            skip = skips[dtype]
-            if tf_ok and not skip:
+            if not missing[dtype]:
                 sides["transformers"] = _flags(args, role="transformers", dtype=dtype, hf_dir=tmp)
             rounds = interleaved("benchmarks.forward_cpu", sides, args.rounds)
             entry = {"raw_rounds": rounds}
@@ -188,10 +186,8 @@ def run(args) -> dict:
                 entry[side] = summarize(times) or {"error": next((r["error"] for r in rs if "error" in r), "no runs")}
                 if times:
                     entry[side]["gflops"] = flops / entry[side]["median_s"] / 1e9
-            if not tf_ok:
-                entry["transformers"] = {"error": "transformers not installed (make install-reference)"}
-            elif skip:
-                entry["transformers"] = {"error": skip}
+            if missing[dtype]:
+                entry["transformers"] = {"error": missing[dtype]}
             if "median_s" in entry["pgbench"] and "median_s" in entry["transformers"]:
                 entry["speedup"] = entry["transformers"]["median_s"] / entry["pgbench"]["median_s"]
             res["dtypes"][dtype] = entry

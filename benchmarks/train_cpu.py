@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import have_transformers, load_average, summarize, torch_skip_note, write_results
+from benchmarks.common import load_average, peer_missing, summarize, write_results
 from benchmarks.flops import gemma_flops, siglip_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -403,23 +403,21 @@ def run(args) -> dict:
            "gemm_probe_shapes": {k: list(v) for k, v in gemm_shapes(cfg, args.batch, text).items()},
            "remat": args.remat, "layers": args.layers, "repeats": args.repeats, "machine": machine.describe(),
            "load_before": load_average(), "dtypes": {}, "raw": {}}
-    tf_ok = have_transformers()
+    # each side's warm-up and timed steps, and its GEMM probes (5 repeats of 3 products, twice)
+    missing = {dtype: peer_missing(dtype, flops * (args.repeats + 1) + 10 * _probe_flops(cfg, args.batch, text))
+               for dtype in args.dtypes}
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="pgbench-train-") as tmp:
         hf_dir = None
-        if tf_ok:
+        if not all(missing.values()):  # no copy of the weights for a side that will not run
             hf_dir = f"{tmp}/hf"
             subprocess.run([sys.executable, "-m", MODULE, "--role", "write_hf", "--preset", args.preset,
                             "--seed", str(args.seed), "--hf-dir", hf_dir], check=True)
         for dtype in args.dtypes:
-            # warm-up + timed steps, and the GEMM probes (5 repeats of 3 products, twice)
-            skip = tf_ok and torch_skip_note(dtype, flops * (args.repeats + 1) + 10 * _probe_flops(cfg, args.batch, text))
-            sides = measure_dtype(args, dtype, None if skip else hf_dir, tmp)
+            sides = measure_dtype(args, dtype, None if missing[dtype] else hf_dir, tmp)
             res["raw"][dtype] = sides
             res["dtypes"][dtype] = summarize_dtype(sides, flops, tokens)
-            if not tf_ok:
-                res["dtypes"][dtype]["transformers"] = {"error": "transformers not installed (make install-reference)"}
-            elif skip:
-                res["dtypes"][dtype]["transformers"] = {"error": skip}
+            if missing[dtype]:
+                res["dtypes"][dtype]["transformers"] = {"error": missing[dtype]}
     res["load_after"] = load_average()
     best = {side: max((e[side]["tokens_per_s"] for e in res["dtypes"].values() if "tokens_per_s" in e.get(side, {})),
                       default=None) for side in ("pgbench", "transformers")}
