@@ -24,6 +24,7 @@ from pgbench.model.attention import attention
 from pgbench.model.layer_forms import run_layers
 from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
+from pgbench.model.quantize import Int8Weight, embedding_rows
 
 NO_WINDOW = np.iinfo(np.int32).max
 
@@ -54,7 +55,7 @@ class DecoderBlocks(eqx.Module):
 
 
 class Gemma(eqx.Module):
-    input_embedding: jax.Array  # [V, D], tied with the output layer
+    input_embedding: jax.Array  # [V, D], tied with the output layer (or its quantize.Int8Weight)
     blocks: DecoderBlocks | tuple  # stacked, or one DecoderBlocks per layer
     final_norm: jax.Array  # [D]
     cfg: GemmaConfig = eqx.field(static=True)
@@ -88,7 +89,10 @@ def empty_cache(cfg: GemmaConfig, batch: int, size: int, dtype=jnp.float32) -> K
 def embed_tokens(model: Gemma, tokens):
     """i32[B, T] -> [B, T, D]: embedding rows times sqrt(D) (big_vision's text scale,
     computed in float32 and then cast to the table's dtype)."""
-    x = jnp.take(model.input_embedding, tokens, axis=0)
+    if isinstance(model.input_embedding, Int8Weight):
+        x = embedding_rows(model.input_embedding, tokens).astype(model.final_norm.dtype)
+    else:
+        x = jnp.take(model.input_embedding, tokens, axis=0)
     return x * jnp.sqrt(jnp.float32(model.cfg.width)).astype(x.dtype)
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.experimental.layout import Layout, with_layout_constraint
 
 from pgbench.model.cpu_paths import cpu_or_default
+from pgbench.model.quantize import Int8Weight, int8_product
 
 
 # Up to this many rows, a float32 projection on a CPU device is computed weight-major (see dense).
@@ -16,8 +17,8 @@ WEIGHT_MAJOR_MAX_ROWS = 64
 
 
 def dense(x, w, out_dtype=None):
-    """x[..., K] times w[N, K] (a torch-style ``[out, in]`` matrix) -> [..., N] in x's
-    dtype (or ``out_dtype``), accumulated in float32.
+    """x[..., K] times w[N, K] (a torch-style ``[out, in]`` matrix, or its ``Int8Weight``)
+    -> [..., N] in x's dtype (or ``out_dtype``), accumulated in float32.
 
     Asking for a float32 result is what lets XLA's CPU backend use the native bf16
     matrix instructions (a bf16-out dot runs several times slower). Every device
@@ -25,6 +26,9 @@ def dense(x, w, out_dtype=None):
     a faster order for small row counts.
     """
     rows = math.prod(x.shape[:-1])
+    if isinstance(w, Int8Weight):  # weight-only int8 (quantize.py)
+        y = int8_product(x.reshape(rows, x.shape[-1]), w)
+        return y.reshape(*x.shape[:-1], w.shape[-2]).astype(out_dtype or x.dtype)
     # Always a 2-D product: with x of rank 3, XLA copies bf16 weights into a transposed
     # second array ahead of a loop that uses them (tests/model/test_ops.py).
     x2 = x.reshape(rows, x.shape[-1])
