@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pgbench import sharding
 from pgbench.errors import CheckpointError, InputError
+from pgbench.model.quantize import WEIGHT_CHOICES, WEIGHTS_HELP
 
 
 def _task_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +74,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="attention implementation")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="parameter dtype (default float32)")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="float", help=WEIGHTS_HELP)
     p.add_argument("--resize", choices=["bigvision", "hf"], default="bigvision",
                    help="image resize: big_vision's bilinear (default) or HF's bicubic")
     p.add_argument("--vae", metavar="PATH",
@@ -141,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     req = evaluation.EvalRequest(
         task=task, data=Path(args.data), checkpoint=ckpt, tokenizer=tokenizer, run_dir=run_dir,
         split=split, options=options, limit=args.limit, family=args.family, dtype=args.dtype,
-        settings=settings, progress=not args.no_progress and sys.stderr.isatty())
+        weights=args.weights, settings=settings, progress=not args.no_progress and sys.stderr.isatty())
     results = evaluation.evaluate(req, process_index=process_index, process_count=process_count,
                                   barrier=barrier,
                                   log=lambda m: print(m, file=sys.stderr))

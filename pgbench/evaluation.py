@@ -31,7 +31,7 @@ DEFAULT_MAX_PROMPT_LEN = 256
 
 # config.json keys that decide the predictions: a run directory resumes only when they match.
 IDENTITY_KEYS = ("task", "split", "data", "checkpoint", "tokenizer", "inputs", "family", "options", "limit",
-                 "max_new_tokens", "max_prompt_len", "beam", "dtype", "resize")
+                 "max_new_tokens", "max_prompt_len", "beam", "dtype", "weights", "resize")
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,6 +247,7 @@ class EvalRequest:
     limit: int | None = None
     family: str | None = None
     dtype: str = "float32"
+    weights: str = "float"  # or "int8": the decoder's weight-only int8 (model/quantize.py)
     settings: DecodeSettings = DecodeSettings()
     progress: bool = False
 
@@ -263,6 +264,8 @@ def resolved_config(req: EvalRequest, split: str, options: Mapping[str, Any], me
         "options": _plain(dict(options)), "limit": req.limit,
         "max_new_tokens": s.max_new_tokens, "max_prompt_len": s.max_prompt_len,
         "beam": s.beam, "dtype": req.dtype, "resize": s.resize,
+        # null for the checkpoint's own weights, as in run directories made before the option
+        "weights": None if req.weights == "float" else req.weights,
         "batch_size": s.batch_size, "attention": s.attn_impl,
         "metric": req.task.metric, "devices": [str(d) for d in mesh.devices.flat],
         "processes": process_count, "versions": rundir.versions(),
@@ -284,12 +287,13 @@ def _load_model(req: EvalRequest):
 
     from pgbench.checkpoints import load_checkpoint
     from pgbench.model.layer_forms import default_stacked
+    from pgbench.model.quantize import quantize_decoder
     from pgbench.tokenizer import Tokenizer
 
     tok = Tokenizer(req.tokenizer, require_locseg=False)
     model, cfg = load_checkpoint(req.checkpoint, family=req.family, dtype=jnp.dtype(req.dtype),
                                  stacked=default_stacked())
-    return model, cfg, tok
+    return quantize_decoder(model, req.weights), cfg, tok
 
 
 def _rows_by_id(paths: Sequence[Path]) -> dict[str, dict]:

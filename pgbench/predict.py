@@ -35,6 +35,7 @@ import numpy as np
 from pgbench import data
 from pgbench.errors import CheckpointError, ImageError, InputError
 from pgbench.evaluation import resolve_tokenizer_path  # noqa: F401  (the CLI's default)
+from pgbench.model.quantize import WEIGHT_CHOICES, WEIGHTS_HELP
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default runs/predict-<UTC timestamp>)")
     p.add_argument("--attention", choices=["xla", "pallas"], default="xla",
                    help="attention implementation")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="float", help=WEIGHTS_HELP)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -278,6 +280,7 @@ def main(args: argparse.Namespace) -> int:
     from pgbench import decode, images
     from pgbench.checkpoints import load_checkpoint
     from pgbench.model.layer_forms import default_stacked
+    from pgbench.model.quantize import quantize_decoder
     from pgbench.tokenizer import Tokenizer
 
     ckpt = Path(args.checkpoint)
@@ -302,6 +305,7 @@ def main(args: argparse.Namespace) -> int:
     encode_prompt(tok, args.prompt, max_prompt_len=args.max_prompt_len)
 
     model, cfg = load_checkpoint(ckpt, family=args.family, stacked=default_stacked())
+    model = quantize_decoder(model, args.weights)
     if tok.vocab_size > cfg.llm.vocab_size:
         log.warning("tokenizer %s has %d pieces, the model's vocabulary %d", tok.path,
                     tok.vocab_size, cfg.llm.vocab_size)

@@ -152,6 +152,21 @@ def test_rerun_with_other_split_or_checkpoint_refuses(env, vqa_run, tmp_path, ca
     assert (vqa_run / "predictions.jsonl").read_text() == before
 
 
+def test_int8_weights_are_a_run_of_their_own(env, vqa_run, tmp_path, capsys):
+    """--weights int8 evaluates (same ids, every example scored), records itself in
+    config.json, and a float run directory refuses to be resumed with it."""
+    run_dir = tmp_path / "int8"
+    assert _eval(env, run_dir, "--split", "val2014", "--weights", "int8") == 0
+    assert json.loads((run_dir / "config.json").read_text())["weights"] == "int8"
+    assert json.loads((vqa_run / "config.json").read_text())["weights"] is None
+    rows = _lines(run_dir / "predictions.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in _lines(vqa_run / "predictions.jsonl"))
+    assert not any("error" in r for r in rows)
+    capsys.readouterr()
+    assert _eval(env, vqa_run, "--split", "val2014", "--weights", "int8") == 2
+    assert "weights: saved None, now 'int8'" in capsys.readouterr().err
+
+
 def test_checkpoint_replaced_at_the_same_path_is_not_resumed_into(env, vqa_run, tmp_path):
     """config.json records fingerprints of the checkpoint's and tokenizer's bytes; a resume
     whose checkpoint path is the same but whose bytes are not is refused."""

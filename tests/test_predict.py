@@ -119,6 +119,12 @@ def test_batch_size_one_gives_the_same_outputs(folder_run, setup, tmp_path):
     assert _rows(tmp_path) == _rows(folder_run[1])
 
 
+def test_int8_weights_predict_every_image(folder_run, setup, tmp_path):
+    code = _run(setup, tmp_path, "--weights", "int8", images_arg=[str(p) for p in setup["valid"]])
+    assert code == 0
+    assert [r["image"] for r in _rows(tmp_path)] == [r["image"] for r in _rows(folder_run[1])]
+
+
 def test_corrupt_file_is_reported_by_name(setup, tmp_path, capsys):
     code = _run(setup, tmp_path, images_arg=[str(setup["valid"][0]), str(setup["corrupt"])])
     err = capsys.readouterr().err

@@ -80,7 +80,8 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def eval_args(model: Path, data: Path, fam: dict, run_dir: Path, limit: int | None, batch_size: int) -> list[str]:
+def eval_args(model: Path, data: Path, fam: dict, run_dir: Path, limit: int | None, batch_size: int,
+              weights: str = "float") -> list[str]:
     """The ``pgbench eval`` arguments for one family."""
     args = ["eval", "--task", fam["task"], "--data", str(data / fam["data"]), "--split", fam["eval_split"],
             "--checkpoint", str(model), "--run-dir", str(run_dir), "--batch-size", str(batch_size),
@@ -92,11 +93,13 @@ def eval_args(model: Path, data: Path, fam: dict, run_dir: Path, limit: int | No
             args += ["--option", f"{key}={value}"]
     if limit:
         args += ["--limit", str(limit)]
+    if weights != "float":
+        args += ["--weights", weights]
     return args
 
 
 def run(model: Path, data: Path, out: Path, *, limit: int | None = DEFAULT_LIMIT,
-        families: list[str] | None = None, batch_size: int = 16) -> list[dict]:
+        families: list[str] | None = None, batch_size: int = 16, weights: str = "float") -> list[dict]:
     """Evaluate every family; returns the table rows (also written under ``out``)."""
     from pgbench import cli
 
@@ -117,7 +120,7 @@ def run(model: Path, data: Path, out: Path, *, limit: int | None = DEFAULT_LIMIT
         run_dir = out / family
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a fresh decode: the model may have changed since
-        argv = eval_args(model, data, fam, run_dir, limit, batch_size)
+        argv = eval_args(model, data, fam, run_dir, limit, batch_size, weights)
         print("$ pgbench " + " ".join(argv), flush=True)
         t0 = time.perf_counter()
         if cli.main(argv) != 0:
@@ -132,7 +135,7 @@ def run(model: Path, data: Path, out: Path, *, limit: int | None = DEFAULT_LIMIT
                      "failed": results["num_failed"], "seconds": round(time.perf_counter() - t0, 1),
                      "held_out": family == held_out, "run_dir": str(run_dir)})
     seconds = round(time.perf_counter() - start, 1)
-    write_table(out, rows, model, seconds, limit)
+    write_table(out, rows, model, seconds, limit, weights)
     return rows
 
 
@@ -148,16 +151,19 @@ def table_markdown(rows: list[dict], limit: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(out: Path, rows: list[dict], model: Path, seconds: float, limit: int | None) -> None:
+def write_table(out: Path, rows: list[dict], model: Path, seconds: float, limit: int | None,
+                weights: str = "float") -> None:
     out.mkdir(parents=True, exist_ok=True)
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
-    head = (f"Default model `{model.name}` on the synthetic benchmark (`make eval`): "
+    head = (f"Default model `{model.name}`{' (int8 decoder weights)' if weights == 'int8' else ''} "
+            f"on the synthetic benchmark (`make eval`): "
             f"{'the first ' + str(limit) + ' examples' if limit else 'every example'} of each family's "
             f"evaluation split; chance = the generator's blind baseline on the whole split. "
             f"{seconds} s on {os.cpu_count()} CPUs ({cpu_name()}; load average "
             f"{load[0] if load else 'n/a'}).\n\n")
     (out / TABLE_MD).write_text(head + table_markdown(rows, limit))
-    (out / TABLE_JSON).write_text(json.dumps({"model": str(model), "limit": limit, "seconds": seconds,
+    (out / TABLE_JSON).write_text(json.dumps({"model": str(model), "weights": weights, "limit": limit,
+                                              "seconds": seconds,
                                               "cpus": os.cpu_count(), "cpu": cpu_name(), "load_average": load, "rows": rows},
                                              indent=1) + "\n")
 
@@ -170,11 +176,13 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="examples per family (0: all)")
     ap.add_argument("--families", help="comma-separated (default: all)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--weights", choices=["float", "int8"], default="float",
+                    help="decoder weights (pgbench eval --weights)")
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     try:
         rows = run(Path(args.model), Path(args.data), Path(args.out), limit=args.limit or None,
-                   families=families, batch_size=args.batch_size)
+                   families=families, batch_size=args.batch_size, weights=args.weights)
     except InputError as e:
         print(f"pgbench eval: error: {e}", file=sys.stderr)
         return 2

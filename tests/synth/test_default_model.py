@@ -160,6 +160,16 @@ def test_default_eval_smoke_writes_table_and_run_dirs(tmp_path):
     assert default_eval.table_markdown(rows, 2).strip() in card
 
 
+def test_default_eval_int8_weights_run_through_pgbench_eval(tmp_path):
+    from pgbench.synth import default_eval
+
+    rows = default_eval.run(SHIPPED, tmp_path / "data", tmp_path / "eval", limit=2,
+                            families=["vqav2"], batch_size=2, weights="int8")
+    assert rows[0]["examples"] == 2 and rows[0]["failed"] == 0
+    assert json.loads((tmp_path / "eval" / "vqav2" / "config.json").read_text())["weights"] == "int8"
+    assert "(int8 decoder weights)" in (tmp_path / "eval" / default_eval.TABLE_MD).read_text()
+
+
 def test_sincos_2d_codes_each_patch_by_its_row_and_column():
     width, grid = 32, 5
     code = small_model.sincos_2d(grid, width)
