@@ -31,6 +31,11 @@ semantics differ on purpose: pg2-tiny's 8-token sliding window, which transforme
 to generated tokens and big_vision does not (reference_outputs/README.md); the real 3B
 presets' window (4096) is longer than these sequences.
 
+`--int8` adds a third interleaved side to the float32 tables: pgbench with weight-only int8
+decoder weights (`--weights int8`, model/quantize.py), float32 activations, timed the same way,
+with its own read bound (a quarter of the float32 weight bytes) and speed-ups against both
+pgbench float32 and transformers float32.
+
 The results file is rewritten after every (preset, dtype) table; `--resume` keeps the tables
 it already holds and measures the rest.
 
@@ -81,10 +86,12 @@ def role_pgbench(args) -> dict:
     from pgbench import decode
     from pgbench.config import get_preset
     from pgbench.checkpoints.bigvision_layout import from_bigvision_params
+    from pgbench.model.quantize import quantize_decoder
 
     cfg = get_preset(args.preset)
     model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, dtype=jnp.dtype(args.dtype),
                                   stacked=False)
+    model = quantize_decoder(model, args.weights)
     steps = args.new_tokens
 
     def prefill(model, images, tokens):
@@ -265,6 +272,8 @@ def run(args, save=None) -> dict:
                 wbytes = weight_bytes_per_token(cfg, 4 if dtype == "float32" else 2)
                 bound = [spawn(MODULE, "read_bound", bytes=wbytes)]
                 sides = {"pgbench": dict(role="pgbench", preset=preset, dtype=dtype, batches=batches, **common)}
+                if args.int8 and dtype == "float32":  # weight-only int8 decoder, float32 activations
+                    sides["pgbench int8"] = dict(sides["pgbench"], weights="int8")
                 if not missing[dtype]:
                     sides["transformers"] = dict(role="transformers", preset=preset, dtype=dtype, batches=batches,
                                                  hf_dir=hf_dir, **common)
@@ -275,6 +284,10 @@ def run(args, save=None) -> dict:
                          "raw_rounds": rounds, "batches": {}}
                 bound_s = wbytes / max(rates) if rates else None
                 entry["read_bound_s_per_step"] = bound_s
+                if "pgbench int8" in sides:
+                    entry["int8_weight_bytes_per_step"] = weight_bytes_per_token(cfg, 1)
+                    entry["int8_read_bound_s_per_step"] = (entry["int8_weight_bytes_per_step"] / max(rates)
+                                                           if rates else None)
                 for b in args.batches:
                     row = {side: _summarize_side(rounds[side], str(b), b, args.new_tokens) for side in sides}
                     if missing[dtype]:
@@ -284,10 +297,19 @@ def run(args, save=None) -> dict:
                         row["loop_speedup"] = t["loop_s"]["median_s"] / p["loop_s"]["median_s"]
                         row["generate_speedup"] = t["generate_s"]["median_s"] / p["generate_s"]["median_s"]
                         row["prefill_speedup"] = t["prefill_s"]["median_s"] / p["prefill_s"]["median_s"]
-                    for side in row.values():
-                        if isinstance(side, dict) and "step_s" in side and bound_s:
-                            side["fraction_of_read_bound"] = bound_s / side["step_s"]
-                            side["above_read_bound"] = side["step_s"] < bound_s
+                    q = row.get("pgbench int8", {})
+                    if "loop_s" in q:
+                        for key, ref in (("vs_float", p), ("vs_transformers", t)):
+                            if "loop_s" in ref:
+                                q[f"loop_speedup_{key}"] = ref["loop_s"]["median_s"] / q["loop_s"]["median_s"]
+                                q[f"generate_speedup_{key}"] = (ref["generate_s"]["median_s"]
+                                                                / q["generate_s"]["median_s"])
+                        q["same_tokens_as_float"] = q.get("tokens_head") == p.get("tokens_head")
+                    for name, side in row.items():
+                        bound = entry["int8_read_bound_s_per_step"] if name == "pgbench int8" else bound_s
+                        if isinstance(side, dict) and "step_s" in side and bound:
+                            side["fraction_of_read_bound"] = bound / side["step_s"]
+                            side["above_read_bound"] = side["step_s"] < bound
                     entry["batches"][str(b)] = row
                 res["results"][f"{preset} {dtype}"] = entry
                 if save:
@@ -326,7 +348,7 @@ def markdown(res: dict) -> str:
                   "| batch | side | loop s | ms/step | loop tok/s | of read bound | prefill s | generate s | "
                   "loop speed-up | generate speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
         for b, row in e["batches"].items():
-            for side in ("pgbench", "transformers"):
+            for side in [n for n in ("pgbench", "pgbench int8", "transformers") if n in row]:
                 d = row[side]
                 if "loop_s" not in d:  # not measured: the reason once, not in every column
                     lines.append(f"| {b} | {side} {key.split()[-1]} | — | — | — | — | — | — | — | "
@@ -336,10 +358,21 @@ def markdown(res: dict) -> str:
                 frac_s = ("—" if frac is None else f"{frac:.0%}" + (" **ABOVE BOUND**" if d.get("above_read_bound") else ""))
                 sp = (f"{row['loop_speedup']:.2f}x", f"{row['generate_speedup']:.2f}x") if (
                     side == "pgbench" and "loop_speedup" in row) else ("", "")
+                if side == "pgbench int8" and "loop_speedup_vs_float" in d:
+                    sp = tuple(f"{d[f'{k}_speedup_vs_float']:.2f}x vs float32"
+                               + (f", {d[f'{k}_speedup_vs_transformers']:.2f}x vs transformers"
+                                  if f"{k}_speedup_vs_transformers" in d else "") for k in ("loop", "generate"))
                 lines.append(f"| {b} | {side} {key.split()[-1]} | {_fmt(d, 'loop_s')} | "
                              + (f"{d['step_s'] * 1e3:.0f}" if "step_s" in d else "—") + " | "
                              f"{_fmt(d, 'loop_tokens_per_s', '{:.1f}')} | {frac_s} | {_fmt(d, 'prefill_s')} | "
                              f"{_fmt(d, 'generate_s')} | {sp[0]} | {sp[1]} |")
+        if "int8_read_bound_s_per_step" in e:
+            same = [row["pgbench int8"].get("same_tokens_as_float") for row in e["batches"].values()
+                    if "pgbench int8" in row]
+            lines += ["", f"pgbench int8: weight-only int8 decoder (`--weights int8`; activations, norms and "
+                      f"cache in float32), {e['int8_weight_bytes_per_step'] / 1e9:.2f} GB of weights per step, "
+                      f"read bound {e['int8_read_bound_s_per_step'] * 1e3:.0f} ms per step; its first 8 tokens "
+                      + ("equal float32's" if all(same) else "differ from float32's in some rows") + "."]
         lines.append("")
     lines += ["Speed-ups are transformers' median seconds over pgbench's, same dtype and batch. "
               "Reproduce: `python -m benchmarks.decode_cpu` (see its docstring)."]
@@ -355,6 +388,11 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split()] if " " in s else [int(s)],
                     nargs="+", default=[[1], [8], [32]])
+    ap.add_argument("--weights", default="float", choices=["float", "int8"],
+                    help="(one pgbench role's decoder weights)")
+    ap.add_argument("--int8", action="store_true",
+                    help="float32 tables: also time pgbench with weight-only int8 decoder weights "
+                         "(a third interleaved side)")
     ap.add_argument("--text-tokens", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one process per side each)")

@@ -18,7 +18,7 @@ import tempfile
 # Every benchmark module, full size. kernels runs its tiny interpret-mode shapes on a CPU.
 FULL = [
     ["benchmarks.forward_cpu"],
-    ["benchmarks.decode_cpu"],
+    ["benchmarks.decode_cpu", "--int8"],
     ["benchmarks.layer_forms"],
     ["benchmarks.dense_orientation"],
     ["benchmarks.kernels"],
@@ -37,7 +37,7 @@ def quick(out: str) -> list[list[str]]:
     return [
         ["benchmarks.forward_cpu", "--preset", "pg1-tiny", "--rounds", "1", "--repeats", "1", "--out", f"{out}/forward"],
         ["benchmarks.decode_cpu", "--presets", "pg1-tiny", "--batches", "1", "2", "--rounds", "1",
-         "--new-tokens", "4", "--out", f"{out}/decode"],
+         "--new-tokens", "4", "--int8", "--out", f"{out}/decode"],
         ["benchmarks.layer_forms", "--preset", "pg1-tiny", "--repeats", "1", "--new-tokens", "4",
          "--out", f"{out}/layer_forms"],
         ["benchmarks.dense_orientation", "--quick", "--repeats", "1", "--out", f"{out}/dense_orientation"],

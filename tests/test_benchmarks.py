@@ -50,6 +50,17 @@ def test_decode_bench_runs_on_a_tiny_preset(tmp_path):
         assert row["transformers"]["tokens_head"] == row["pgbench"]["tokens_head"]
 
 
+def test_decode_bench_int8_is_a_third_side_of_float32_tables(tmp_path):
+    _run("benchmarks.decode_cpu", "--presets", "pg1-tiny", "--dtypes", "float32", "--batches", "1",
+         "--rounds", "1", "--new-tokens", "3", "--int8", "--out", str(tmp_path / "decode"))
+    res = json.loads((tmp_path / "decode.json").read_text())
+    table = res["results"]["pg1-tiny float32"]
+    q = table["batches"]["1"]["pgbench int8"]
+    assert q["same_tokens_as_decode"] and q["loop_s"]["median_s"] > 0 and q["loop_speedup_vs_float"] > 0
+    assert table["int8_weight_bytes_per_step"] * 4 == table["weight_bytes_per_step"]
+    assert "| 1 | pgbench int8 float32 |" in (tmp_path / "decode.md").read_text()
+
+
 def test_read_bound_counts_each_byte_once():
     from benchmarks.read_bound import measure
 
