@@ -20,7 +20,8 @@ products, each reading its int8 chunk once; any other product (prefill, several 
 accelerator) converts the weight and runs an ordinary product.
 
 This is an inference option (``--weights int8`` on ``pgbench eval`` and ``pgbench predict``):
-a quantized model is not trained, sharded or exported.
+a quantized model is decoded (replicated on each device by a multi-device eval), never trained
+or exported.
 """
 
 from __future__ import annotations
