@@ -165,6 +165,16 @@ def test_int8_weights_are_a_run_of_their_own(env, vqa_run, tmp_path, capsys):
     capsys.readouterr()
     assert _eval(env, vqa_run, "--split", "val2014", "--weights", "int8") == 2
     assert "weights: saved None, now 'int8'" in capsys.readouterr().err
+    # Replicated over two CPU devices (the products' accelerator path): the same predictions.
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "pgbench.cli", "eval", "--task", "vqav2", "--data", str(env["vqa"]),
+           "--split", "val2014", "--checkpoint", str(env["ckpt"]), "--tokenizer", str(fx.TOKENIZER),
+           "--run-dir", str(two), "--no-progress", "--weights", "int8", *ARGS]
+    res = subprocess.run(cmd, env=_subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    key = lambda r: r["id"]  # noqa: E731
+    assert sorted(_lines(two / "predictions.jsonl"), key=key) == sorted(rows, key=key)
 
 
 def test_checkpoint_replaced_at_the_same_path_is_not_resumed_into(env, vqa_run, tmp_path):
