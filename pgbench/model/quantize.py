@@ -48,8 +48,6 @@ WEIGHTS_HELP = ("decoder weights: the checkpoint's (default), or weight-only int
                 "output row: a quarter of float32's bytes per decoded token; on a CPU the batch-1 "
                 "decode loop ~1.5x faster and the prefill ~1.8x slower; accuracy cost in "
                 "docs/model.md")
-# The DecoderBlocks fields quantized (the norms stay in float).
-PROJECTIONS = ("q", "k", "v", "attn_out", "gate", "up", "down")
 
 
 class Int8Weight(eqx.Module):
@@ -173,9 +171,10 @@ def quantize_decoder(model, weights: str = "int8"):
         return model
     if weights != "int8":
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    from pgbench.lora import TARGETS as PROJECTIONS  # every projection of a DecoderBlocks
     from pgbench.model.layer_forms import is_stacked
 
-    def blocks(b):
+    def blocks(b):  # the norms stay in float
         return eqx.tree_at(lambda m: [getattr(m, f) for f in PROJECTIONS], b,
                            [quantize_matrix(getattr(b, f)) for f in PROJECTIONS])
 
