@@ -13,11 +13,11 @@ is the rate a model that localised perfectly would show.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from pgbench.errors import InputError
+from pgbench.rundir import predictions_path, read_predictions
 from pgbench.structured import parse_detections
 
 
@@ -30,19 +30,11 @@ def count(predictions: Path) -> dict[str, int]:
     """-> {"boxes", "copied", "reference_boxes", "reference_copied"} over one predictions file
     (well-formed boxes only; malformed chunks are the metric's business)."""
     out = dict.fromkeys(("boxes", "copied", "reference_boxes", "reference_copied"), 0)
-    try:
-        lines = predictions.read_text().splitlines()
-    except OSError as e:
-        raise InputError(f"{predictions}: cannot read ({e.strerror or e})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            texts = [("", row["prediction"])] + [("reference_", r) for r in row.get("references") or []]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{predictions}:{number}: not a pgbench eval prediction line "
-                             "(JSON with a 'prediction')") from None
+    for row in read_predictions(predictions, strict=True):
+        if not isinstance(row.get("prediction"), str):
+            raise InputError(f"{predictions}: example {row['id']}: not a pgbench eval prediction line "
+                             "(no 'prediction' string)")
+        texts = [("", row["prediction"])] + [("reference_", r) for r in row.get("references") or []]
         for prefix, text in texts:
             for obj in parse_detections(text).objects:
                 out[prefix + "boxes"] += 1
@@ -55,7 +47,7 @@ def _share(part: int, whole: int) -> str:
 
 
 def predictions_file(path: Path) -> Path:
-    return path / "predictions.jsonl" if path.is_dir() else path
+    return predictions_path(path) if path.is_dir() else path
 
 
 def main(argv=None) -> int:
