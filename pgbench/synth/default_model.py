@@ -7,13 +7,17 @@
 2. the pre-training mixture: every family's training split but ``rsvqa_lr`` (held out for
    ``make transfer``), through the real adapters, as one ``jsonl`` task (``mixture.py``);
 3. the random initialisation of the small PaliGemma (``small_model.py``) as an HF directory;
-4. ``pgbench transfer --task jsonl`` pre-trains it (the same loop, optimizer and export a
-   user fine-tunes with);
-5. a stage 2 (``--stage2-steps``, 0 turns it off): a second, shorter ``pgbench
+4. detection first (``--detection-steps``, 0 turns it off): ``pgbench transfer --task
+   jsonl`` trains the random start on the detection lines alone, so that it learns to read
+   boxes off the image before the mixture (docs/default_model.md: started on the mixture,
+   builds on some CPUs got stuck writing boxes on the diagonal, x = y);
+5. ``pgbench transfer --task jsonl`` pre-trains it on the mixture (the same loop, optimizer
+   and export a user fine-tunes with);
+6. a stage 2 (``--stage2-steps``, 0 turns it off): a second, shorter ``pgbench
    transfer`` from stage 1's export on the same mixture with some families repeated to a
    larger share of it (``--stage2-shares``; the paper's stage 2 up-weights OCR); the
    builds tried with it are in docs/default_model.md;
-6. ``<out>/`` gets the exported Hugging Face directory with the tokenizer, ``vae.npz``, the
+7. ``<out>/`` gets the exported Hugging Face directory with the tokenizer, ``vae.npz``, the
    data manifest (chance levels) and ``build.json`` (every command, seed, step count,
    duration and the machine's load), which ``MODEL_CARD.md`` is written from
    (``model_card.py``; the scores come from ``make eval``).
@@ -46,11 +50,16 @@ SIZES = "train=3000"
 # and at 3000 images it made 8% of the mixture and stayed near mAP 0 (commit 68cf561's build).
 LARGER_TRAIN = {"detection": 12000}
 # Pre-training recipe (pgbench transfer flags).
-# Stage 1 is the shipped one-stage recipe (12000 steps): a 9000-step stage 1 built on a
-# 2-core EPYC came out far weaker on refcoco and detection than the 12000-step build on a
-# Xeon (docs/default_model.md), and stage 2 on the 12000-step model kept every family at
-# or above its stage-1 score but DocVQA and detection (a few hundredths).
-STEPS = 12000
+# Detection alone first: every build that started on the mixture went through a stage of
+# writing each box's y bins again as its x bins (a box on the diagonal); three Xeon builds
+# left it, both EPYC builds did not (refcoco 0.10-0.12, detection mAP 0.02-0.03). Detection
+# alone leaves it by 4000 steps (mAP 0.079, 14% of boxes on the diagonal), and the mixture
+# from there localised best of any build (refcoco 0.279, mAP 0.127): docs/default_model.md.
+DETECTION_FAMILY = "detection"
+DETECTION_STEPS = 4000
+# Stage 1, the mixture, from the detection-first model: 8000 steps keeps the whole build
+# at the 16000 steps of the one-stage + stage-2 recipe it replaces.
+STEPS = 8000
 BATCH = 16
 LR = 2e-3
 WD = 1e-4
@@ -98,7 +107,7 @@ def pgbench_cmd(*args: str) -> list[str]:
 def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: float = LR, wd: float = WD,
           vae_steps: int = VAE_STEPS, sizes: str | None = SIZES, model_kw: dict | None = None,
           seed: int = SEED, stage2_steps: int = STAGE2_STEPS, stage2_lr: float = STAGE2_LR,
-          stage2_shares: dict[str, float] | None = None) -> dict:
+          stage2_shares: dict[str, float] | None = None, detection_steps: int = DETECTION_STEPS) -> dict:
     from pgbench.synth import mixture, small_model
     from pgbench.tokenizer import Tokenizer
 
@@ -167,7 +176,16 @@ def build(out: Path, work: Path, *, steps: int = STEPS, batch: int = BATCH, lr: 
             "--wd", str(wd), "--warmup-percent", str(WARMUP_PERCENT), "--remat", "none", "--no-eval",
             "--no-progress", "--log-every", "25", "--ckpt-every", "250", "--keep", "1")
 
-    step("pre-training (pgbench transfer)", transfer(mix, init, run_dir, steps, lr), done=finished(run_dir))
+    start = init
+    if detection_steps:
+        mix0, det_dir = work / "mixture-detection", work / "detection-first"
+        step("detection-only mixture", None, lambda: {"examples": mixture.write_lines(
+            mix0, mixture.relocated({DETECTION_FAMILY: lines[DETECTION_FAMILY]}, mix, mix0))})
+        step("detection first (pgbench transfer)", transfer(mix0, init, det_dir, detection_steps, lr),
+             done=finished(det_dir))
+        record["detection_first"] = _pretrain_summary(det_dir)
+        start = det_dir / "export" / "hf"
+    step("pre-training (pgbench transfer)", transfer(mix, start, run_dir, steps, lr), done=finished(run_dir))
     record["pretrain"] = _pretrain_summary(run_dir)
     if stage2_steps:
         mix2 = work / "mixture-stage2"
@@ -262,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--detection-steps", type=int, default=None,
+                    help=f"detection alone before the mixture; 0: none (default: "
+                         f"{DETECTION_STEPS}/{STEPS} of --steps, {DETECTION_STEPS} at the default)")
     ap.add_argument("--stage2-steps", type=int, default=None,
                     help=f"0: no stage 2 (default: {STAGE2_STEPS}/{STEPS} of --steps, {STAGE2_STEPS} at the default)")
     ap.add_argument("--stage2-lr", type=float, default=STAGE2_LR)
@@ -276,10 +297,15 @@ def main(argv=None) -> int:
     if args.tiny:
         model_kw = dict(vit_width=32, vit_depth=1, width=64, depth=2, heads=2, kv_heads=1, head_dim=32)
     # A shorter smoke run (--steps N) keeps the recipe's proportions instead of a full stage 2.
-    stage2_steps = args.stage2_steps if args.stage2_steps is not None else round(STAGE2_STEPS * args.steps / STEPS)
+    def scaled(given: int | None, default: int) -> int:
+        return given if given is not None else round(default * args.steps / STEPS)
+
+    stage2_steps = scaled(args.stage2_steps, STAGE2_STEPS)
+    detection_steps = scaled(args.detection_steps, DETECTION_STEPS)
     record = build(Path(args.out), Path(args.work), steps=args.steps, batch=args.batch, lr=args.lr,
                    vae_steps=args.vae_steps, sizes=args.sizes, model_kw=model_kw,
-                   stage2_steps=stage2_steps, stage2_lr=args.stage2_lr, stage2_shares=args.stage2_shares)
+                   stage2_steps=stage2_steps, stage2_lr=args.stage2_lr, stage2_shares=args.stage2_shares,
+                   detection_steps=detection_steps)
     print(f"default model: built {args.out} in {record['seconds']} s")
     return 0
 

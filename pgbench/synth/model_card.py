@@ -22,6 +22,13 @@ def _mb(path: Path) -> float:
     return round(path.stat().st_size / 1e6, 2)
 
 
+def _training(run: dict) -> str:
+    """One sentence on a ``pgbench transfer`` run from its summary in build.json."""
+    return (f"{run['steps']} steps of batch {run['batch']}, peak lr {run['lr']}, weight decay {run['wd']}, "
+            f"warm-up then cosine; loss {run['first_loss']:.3f} at the first logged step, "
+            f"{run['final_loss']:.3f} at the last; {run['examples_per_s']} examples/s.")
+
+
 def render(model: Path, eval_dir: Path) -> str:
     from pgbench.synth.default_eval import table_markdown
 
@@ -71,8 +78,14 @@ def render(model: Path, eval_dir: Path) -> str:
     out += ["", f"Pre-training mixture (every family's training split except `{build['held_out']}`, held "
             "out for `make transfer`; one `jsonl` task, each example's prompt and targets as its "
             "adapter builds them): " + ", ".join(f"{k} {v}" for k, v in mixture.items()) +
-            f" ({sum(mixture.values())} examples).", "",
-            f"Pre-training{' stage 1' if 'stage2' in build else ''}: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
+            f" ({sum(mixture.values())} examples).", ""]
+    if "detection_first" in build:
+        det = build["detection_first"]
+        out += [f"Detection first (from the random initialisation, before the mixture, so that boxes are "
+                f"read off the image rather than copied from the bins just written): the mixture's "
+                f"{det['examples']} detection lines alone, {_training(det)}", "",
+                "Loss curve (step, loss): " + ", ".join(f"{s} {l}" for s, l in det["loss_curve"]), ""]
+    out += [f"Pre-training{' stage 1' if 'stage2' in build else ''}{' (from the detection-first export)' if 'detection_first' in build else ''}: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
             f"({pre['steps'] * pre['batch']} examples, {pre['steps'] * pre['batch'] / pre['examples']:.1f} "
             f"epochs), Adam (big_vision's optimizer), peak lr {pre['lr']}, weight decay {pre['wd']}, "
             f"warm-up then cosine, text length {pre['text_len']}; loss {pre['first_loss']:.3f} at the first "
@@ -85,10 +98,7 @@ def render(model: Path, eval_dir: Path) -> str:
         out += [f"Stage 2 (reading up-weighted, from stage 1's export): the same families with {shares} "
                 "of the lines (its training split repeated; the others once each): "
                 + ", ".join(f"{k} {v}" for k, v in step2["examples"].items())
-                + f" ({sum(step2['examples'].values())} lines); {two['steps']} steps of batch {two['batch']}, "
-                f"peak lr {two['lr']}, weight decay {two['wd']}, warm-up then cosine; loss "
-                f"{two['first_loss']:.3f} at the first logged step, {two['final_loss']:.3f} at the last; "
-                f"{two['examples_per_s']} examples/s.", "",
+                + f" ({sum(step2['examples'].values())} lines); " + _training(two), "",
                 "Loss curve (step, loss): " + ", ".join(f"{s} {l}" for s, l in two["loss_curve"]), ""]
     out += ["## Scores (`make eval`)", "",
             f"Measured by `make eval` ({table['seconds']} s on {table['cpus']} CPUs, load average {load[0]}); "

@@ -233,19 +233,30 @@ def test_data_step_is_done_only_when_tokenizer_and_vae_exist_too(tmp_path):
     assert default_model.synth_done(synth, tok, vae)
 
 
-@pytest.mark.slow  # a tiny build twice (~1.5 min on 2 CPU cores)
-def test_tiny_build_two_stages_and_a_rerun_reuses_each_finished_step(tmp_path):
+@pytest.mark.slow  # a tiny build twice (~2 min on 2 CPU cores)
+def test_tiny_build_detection_first_two_stages_and_a_rerun_reuses_each_finished_step(tmp_path):
     from pgbench.checkpoints import load_checkpoint
     from pgbench.synth import default_model
 
     tiny = dict(vit_width=32, vit_depth=1, width=64, depth=2, heads=2, kv_heads=1, head_dim=32)
-    kw = dict(steps=6, stage2_steps=4, vae_steps=2, sizes="train=100", model_kw=tiny)
+    kw = dict(steps=6, stage2_steps=4, detection_steps=3, vae_steps=2, sizes="train=100", model_kw=tiny)
     first = default_model.build(tmp_path / "model", tmp_path / "work", **kw)
     names = [s["name"] for s in first["steps"]]
     assert names[-2:] == ["stage-2 mixture", "stage 2 (pgbench transfer)"] and not any(s.get("reused") for s in first["steps"])
     two = first["steps"][-2]
     assert set(two["examples"]) == set(first["steps"][names.index("pre-training mixture")]["examples"])
-    # stage 2 starts from stage 1's export and is what the model directory holds
+    # detection alone first, from the random start, on the mixture's detection lines only
+    work = tmp_path / "work"
+    det_cfg = json.loads((work / "detection-first" / "config.json").read_text())
+    assert det_cfg["checkpoint"].endswith("init") and first["detection_first"]["steps"] == 3
+    det_lines = [json.loads(x) for x in (work / "mixture-detection" / "train.jsonl").read_text().splitlines()]
+    mix_lines = [json.loads(x) for x in (work / "mixture" / "train.jsonl").read_text().splitlines()]
+    assert det_lines and all(r["id"].startswith("detection/") for r in det_lines)
+    assert len(det_lines) == sum(r["id"].startswith("detection/") for r in mix_lines)
+    assert all((work / "mixture-detection" / r["image"]).is_file() for r in det_lines[:5])
+    # stage 1 starts from its export, stage 2 from stage 1's, and the model directory holds stage 2
+    stage1_cfg = json.loads((work / "pretrain" / "config.json").read_text())
+    assert stage1_cfg["checkpoint"].endswith("detection-first/export/hf")
     stage2_cfg = json.loads((tmp_path / "work" / "stage2" / "config.json").read_text())
     assert stage2_cfg["checkpoint"].endswith("pretrain/export/hf") and first["stage2"]["steps"] == 4
     shipped, _ = load_checkpoint(tmp_path / "model")
@@ -254,7 +265,8 @@ def test_tiny_build_two_stages_and_a_rerun_reuses_each_finished_step(tmp_path):
         np.testing.assert_array_equal(a, b)
     again = default_model.build(tmp_path / "model", tmp_path / "work", **kw)
     reused = {s["name"]: s for s in again["steps"] if s.get("reused")}
-    assert set(reused) == {names[0], names[1], "pre-training (pgbench transfer)", "stage 2 (pgbench transfer)"}
+    assert set(reused) == {names[0], names[1], "detection first (pgbench transfer)",
+                           "pre-training (pgbench transfer)", "stage 2 (pgbench transfer)"}
     for s in first["steps"]:
         if s["name"] in reused:
             assert reused[s["name"]]["seconds"] == s["seconds"]  # the first run's durations
@@ -267,15 +279,16 @@ def jax_leaves(model):
     return [np.asarray(x) for x in jax.tree.leaves(model)]
 
 
-def test_command_line_stage2_keeps_the_recipe_proportions(tmp_path, monkeypatch):
+def test_command_line_keeps_the_recipe_proportions(tmp_path, monkeypatch):
     from pgbench.synth import default_model
 
     seen = []
     monkeypatch.setattr(default_model, "build", lambda out, work, **kw: seen.append(kw) or {"seconds": 0})
     default_model.main(["--out", str(tmp_path / "m")])
     default_model.main(["--out", str(tmp_path / "m"), "--steps", "90", "--tiny"])
-    default_model.main(["--out", str(tmp_path / "m"), "--steps", "90", "--stage2-steps", "0"])
+    default_model.main(["--out", str(tmp_path / "m"), "--steps", "90", "--stage2-steps", "0", "--detection-steps", "0"])
     assert [kw["steps"] for kw in seen] == [default_model.STEPS, 90, 90]
-    assert seen[0]["stage2_steps"] == default_model.STAGE2_STEPS
-    assert seen[1]["stage2_steps"] == round(90 * default_model.STAGE2_STEPS / default_model.STEPS) > 0
-    assert seen[2]["stage2_steps"] == 0
+    for key, default in (("stage2_steps", default_model.STAGE2_STEPS), ("detection_steps", default_model.DETECTION_STEPS)):
+        assert seen[0][key] == default
+        assert seen[1][key] == round(90 * default / default_model.STEPS) > 0
+        assert seen[2][key] == 0
