@@ -58,7 +58,7 @@ LARGER_TRAIN = {"detection": 12000}
 DETECTION_FAMILY = "detection"
 DETECTION_STEPS = 4000
 # Stage 1, the mixture, from the detection-first model, and stage 2 (below) sized so that
-# the whole build fits the hour on a 2-core CPU (58.7 min with `make eval` on an AMD EPYC
+# the whole build fits the hour on a 2-core CPU (58.6 min with `make eval` on an AMD EPYC
 # at ~4.2 steps/s); 8000 + 4000 scored higher on every family but took 66.6 min there
 # (docs/default_model.md).
 STEPS = 6500

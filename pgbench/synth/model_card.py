@@ -85,7 +85,10 @@ def render(model: Path, eval_dir: Path) -> str:
                 f"read off the image rather than copied from the bins just written): the mixture's "
                 f"{det['examples']} detection lines alone, {_training(det)}", "",
                 "Loss curve (step, loss): " + ", ".join(f"{s} {l}" for s, l in det["loss_curve"]), ""]
-    out += [f"Pre-training{' stage 1' if 'stage2' in build else ''}{' (from the detection-first export)' if 'detection_first' in build else ''}: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
+    stage1 = "Pre-training" + (" stage 1" if "stage2" in build else "")
+    if "detection_first" in build:
+        stage1 += " (from the detection-first export)"
+    out += [f"{stage1}: `pgbench transfer`, {pre['steps']} steps of batch {pre['batch']} "
             f"({pre['steps'] * pre['batch']} examples, {pre['steps'] * pre['batch'] / pre['examples']:.1f} "
             f"epochs), Adam (big_vision's optimizer), peak lr {pre['lr']}, weight decay {pre['wd']}, "
             f"warm-up then cosine, text length {pre['text_len']}; loss {pre['first_loss']:.3f} at the first "

@@ -257,10 +257,10 @@ def test_tiny_build_detection_first_two_stages_and_a_rerun_reuses_each_finished_
     # stage 1 starts from its export, stage 2 from stage 1's, and the model directory holds stage 2
     stage1_cfg = json.loads((work / "pretrain" / "config.json").read_text())
     assert stage1_cfg["checkpoint"].endswith("detection-first/export/hf")
-    stage2_cfg = json.loads((tmp_path / "work" / "stage2" / "config.json").read_text())
+    stage2_cfg = json.loads((work / "stage2" / "config.json").read_text())
     assert stage2_cfg["checkpoint"].endswith("pretrain/export/hf") and first["stage2"]["steps"] == 4
     shipped, _ = load_checkpoint(tmp_path / "model")
-    exported, _ = load_checkpoint(tmp_path / "work" / "stage2" / "export" / "hf")
+    exported, _ = load_checkpoint(work / "stage2" / "export" / "hf")
     for a, b in zip(jax_leaves(shipped), jax_leaves(exported)):
         np.testing.assert_array_equal(a, b)
     again = default_model.build(tmp_path / "model", tmp_path / "work", **kw)
