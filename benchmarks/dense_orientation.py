@@ -44,11 +44,17 @@ FULL = [
     ("pg1-3b prefill MLP up, bf16", 266, 2048, 16384, 2, "bfloat16"),
     ("decode-mid MLP up, batch 8, bf16", 8, 1024, 4096, 8, "bfloat16"),
     ("decode-mid logits, batch 1, bf16", 1, 1024, 257152, 1, "bfloat16"),
+    ("pg1-3b decode attention q, batch 1, bf16", 1, 2048, 2048, 16, "bfloat16"),
+    ("pg1-3b decode MLP up, batch 1, bf16", 1, 2048, 16384, 4, "bfloat16"),
+    ("pg1-3b decode MLP down, batch 1, bf16", 1, 16384, 2048, 4, "bfloat16"),
+    ("pg1-3b decode logits, batch 1, bf16", 1, 2048, 257152, 1, "bfloat16"),
+    ("pg2-3b decode MLP up, batch 1, bf16", 1, 2304, 9216, 4, "bfloat16"),
 ]
 QUICK = [
     ("tiny, 2 rows", 2, 64, 96, 2, "float32"),
     ("tiny, 80 rows", 80, 64, 96, 2, "float32"),
     ("tiny, 2 rows, bf16", 2, 64, 96, 2, "bfloat16"),
+    ("tiny, 1 row, bf16", 1, 64, 96, 2, "bfloat16"),
 ]
 
 
@@ -130,8 +136,10 @@ def markdown(res: dict) -> str:
                 cells.append(f"{ms:.2f} ({2e-6 * c['rows'] * c['in'] * c['out'] / ms:.0f} GFLOP/s)")
         lines.append(f"| {c['what']} | {c['rows']} x {c['in']} -> {c['out']} | " + " | ".join(cells) + " |")
     lines += ["", "The model stores every projection `[out, in]` and `ops.dense` multiplies float32 "
-              "inputs of at most `ops.WEIGHT_MAJOR_MAX_ROWS` rows weight-major on the CPU, the rest as `x @ w.T` "
-              "(a single bf16 row computed twice).",
+              "inputs of at most `ops.WEIGHT_MAJOR_MAX_ROWS` rows weight-major on the CPU, the rest as `x @ w.T`; "
+              "a single bf16 row of at most `ops.FUSED_ROW_MAX_COLUMNS` inputs as a float32 matrix-vector "
+              "product fused with the weight's conversion (it reads the bf16 weight once), a wider one "
+              "computed twice (XLA's one-row bf16 kernel is the slow one).",
               "", "Reproduce: `make bench` (or `python -m benchmarks.dense_orientation`)."]
     return "\n".join(lines) + "\n"
 

@@ -9,11 +9,16 @@ import jax.numpy as jnp
 from jax.experimental.layout import Layout, with_layout_constraint
 
 from pgbench.model.cpu_paths import cpu_or_default
-from pgbench.model.quantize import Int8Weight, int8_product
+from pgbench.model.quantize import Int8Weight, computed_once, int8_product
 
 
 # Up to this many rows, a float32 projection on a CPU device is computed weight-major (see dense).
 WEIGHT_MAJOR_MAX_ROWS = 64
+# Up to this many columns, a one-row bf16 / f16 projection on a CPU device is a fused
+# matrix-vector product (see _cpu_product): XLA's CPU backend fuses the weight's conversion
+# only while the float32 vector is under 16 KiB: 3,072 columns (12 KiB) fuse, 4,096 do not
+# (tests/model/test_ops.py; rates in benchmarks/results/dense_orientation_amd-epyc-avx512.md).
+FUSED_ROW_MAX_COLUMNS = 3072
 
 
 def dense(x, w, out_dtype=None):
@@ -105,14 +110,29 @@ def _cpu_product(x, w):
     streams the weights ~2x faster at 8 rows, with an optimisation barrier so that XLA
     does not fold the transpose after it back into the dot. In bf16 the weight-major
     product is the slow one, and a one-row product runs ~8x slower than a two-row one,
-    so a single row is computed twice."""
+    so a single row is computed twice, unless it is short enough for ``_fused_row_product``."""
     rows = x.shape[0]
     if rows <= WEIGHT_MAJOR_MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32:
         return jax.lax.optimization_barrier(jnp.dot(w, x.T, preferred_element_type=jnp.float32)).T
+    if rows == 1 and w.dtype in LOW_PRECISION and w.shape[1] <= FUSED_ROW_MAX_COLUMNS:
+        return _fused_row_product(x, w)
     if rows == 1 and x.dtype != jnp.float32:
         # Two copies of the row: with a zero row appended XLA still picks the slow kernel.
         return _times_transposed(jnp.concatenate([x, x]), w)[:1]
     return _times_transposed(x, w)
+
+
+def _fused_row_product(x, w):
+    """f32[1, N] = x[1, K] @ w[N, K].T for bf16 / f16 w, as one matrix-vector product that
+    XLA's CPU backend fuses with w's conversion to float32: it reads the weight once, at the
+    rate a float32 one is read (about twice the rate of the two-row bf16 product at Gemma
+    2B's shapes). Each product of two bf16 numbers is exact in float32, so only the order of
+    the float32 sum differs from the bf16 product. The barriers do for w what they do for
+    the int8 weights (``quantize._cpu_int8_product``): tied to x, its conversion is not
+    hoisted out of a decode loop, and the product is not fused into the add after it."""
+    x = computed_once(x.astype(jnp.float32))
+    x, w = jax.lax.optimization_barrier((x, w))
+    return jax.lax.optimization_barrier(jnp.dot(x, w.astype(jnp.float32).T))
 
 
 def _times_transposed(x, w):

@@ -128,7 +128,7 @@ def _cpu_int8_product(x, q, scale):
     if rows > FUSED_MAX_ROWS:
         return _converted_product(x, q, scale)
     c, _, k = q.shape
-    x = _computed_once(x)
+    x = computed_once(x)
     # Tied to x, the int8 weights are no longer loop-invariant inside a decode loop, so XLA
     # does not hoist their float32 conversion out of it (a float32 copy of every weight).
     x, q = jax.lax.optimization_barrier((x, q))
@@ -144,7 +144,7 @@ def _cpu_int8_product(x, q, scale):
     return y * scale.astype(jnp.float32)
 
 
-def _computed_once(x):
+def computed_once(x):
     """x, computed before the products that read it.
 
     A fused matrix-vector product evaluates its vector's producers (a norm, GELU(gate) * up,

@@ -1,11 +1,11 @@
-"""ops.dense: both evaluation orders give x @ w.T."""
+"""ops.dense: every evaluation order gives x @ w.T."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgbench.model.ops import WEIGHT_MAJOR_MAX_ROWS, dense
+from pgbench.model.ops import FUSED_ROW_MAX_COLUMNS, WEIGHT_MAJOR_MAX_ROWS, _fused_row_product, dense
 
 
 @pytest.mark.parametrize("rows", [1, 3, WEIGHT_MAJOR_MAX_ROWS, WEIGHT_MAJOR_MAX_ROWS + 1, 200])
@@ -25,6 +25,34 @@ def test_dense_is_x_times_w_transposed(rows, dtype):
     assert np.all(np.abs(np.asarray(got, np.float64) - want) <= tol)
 
 
+@pytest.mark.parametrize("k", [FUSED_ROW_MAX_COLUMNS, FUSED_ROW_MAX_COLUMNS + 8])
+def test_one_bf16_row_either_side_of_the_fused_width(k):
+    """One bf16 row at the widest fused product and just past it (the two-row product),
+    against float64 to one rounding of the bf16 output."""
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.standard_normal((1, 1, k)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((24, k)), jnp.bfloat16)
+    got = np.asarray(jax.jit(dense)(x, w), np.float64)
+    want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    assert np.all(np.abs(got - want) <= 2.0 ** -8 * np.abs(want) + 1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("k", [1024, FUSED_ROW_MAX_COLUMNS, FUSED_ROW_MAX_COLUMNS + 1024])
+def test_one_bf16_row_reads_the_weight_in_place(k):
+    """A one-row bf16 product converts the weight to float32 inside the matrix-vector
+    product (up to FUSED_ROW_MAX_COLUMNS) or multiplies in bf16 (past it): either way the
+    compiled program has no float32 copy of the weight (scratch memory under the bf16
+    weight's own size). The control: past the width, XLA's CPU backend no longer fuses the
+    conversion, and the fused form writes the copy (twice the bf16 bytes), which is why
+    dense stops using it there."""
+    w = jnp.ones((2048, k), jnp.bfloat16)
+    x = jnp.ones((1, 1, k), jnp.bfloat16)
+    assert jax.jit(dense).lower(x, w).compile().memory_analysis().temp_size_in_bytes < w.nbytes
+    if k > FUSED_ROW_MAX_COLUMNS:
+        fused = jax.jit(lambda x, w: _fused_row_product(x.reshape(1, k), w))
+        assert fused.lower(x, w).compile().memory_analysis().temp_size_in_bytes >= 2 * w.nbytes
+
+
 def test_dense_out_dtype():
     x = jnp.ones((2, 8), jnp.bfloat16)
     w = jnp.ones((3, 8), jnp.bfloat16)
@@ -39,7 +67,7 @@ def _loop_temp_bytes(product, x, w) -> int:
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("rows", [8, 266])
+@pytest.mark.parametrize("rows", [1, 8, 266])
 def test_dense_in_a_loop_keeps_the_weights_in_place(dtype, rows):
     """Inside a decode loop the weights are loop-invariant; XLA's CPU backend once chose to
     transpose every bf16 weight into a second copy before such a loop (3-D x): twice the
