@@ -21,6 +21,7 @@ import numpy as np
 
 from pgbench.config import GemmaConfig
 from pgbench.model.attention import attention
+from pgbench.model.cpu_paths import cpu_or_default
 from pgbench.model.layer_forms import run_layers
 from pgbench.model.masks import SegmentInfo
 from pgbench.model.ops import dense, gelu, rms_norm, rope, softcap
@@ -91,9 +92,27 @@ def embed_tokens(model: Gemma, tokens):
     computed in float32 and then cast to the table's dtype)."""
     if isinstance(model.input_embedding, Int8Weight):
         x = embedding_rows(model.input_embedding, tokens).astype(model.final_norm.dtype)
-    else:
+    elif model.input_embedding.dtype == jnp.float32:
         x = jnp.take(model.input_embedding, tokens, axis=0)
+    else:
+        x = cpu_or_default(_cpu_low_precision_rows, _rows, model.input_embedding, tokens)
     return x * jnp.sqrt(jnp.float32(model.cfg.width)).astype(x.dtype)
+
+
+def _rows(table, tokens):
+    """[..., D]: the rows ``tokens`` (i32[...]) of ``table`` [V, D]."""
+    return jnp.take(table, tokens, axis=0)
+
+
+def _cpu_low_precision_rows(table, tokens):
+    """``_rows`` of a bf16 / f16 table on one CPU device. XLA's CPU backend gathers bf16 rows
+    out of a float32 conversion of the table; inside a decode loop that conversion is
+    loop-invariant and is hoisted: a float32 copy of the whole table (2 GB at Gemma 2B),
+    written once per decode call on the caller's thread, which doubled the bf16 batch-1
+    decode step. Tied to the tokens by an optimisation barrier, the table is no longer
+    loop-invariant and the gather converts only its rows (tests/model/test_gemma.py)."""
+    tokens, table = jax.lax.optimization_barrier((tokens, table))
+    return _rows(table, tokens)
 
 
 def layer_window(cfg: GemmaConfig, i: int) -> int | None:
