@@ -28,6 +28,18 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+def isa_tag(flags: list[str]) -> str:
+    """The instruction sets that decide bfloat16 speed on a CPU, in a few words: two CPUs
+    with the same model name (an "AMD EPYC" with or without AVX-512) differ there."""
+    if any(f.startswith("amx_bf16") for f in flags):
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX-512 BF16"
+    if "avx512f" in flags:
+        return "AVX-512, no BF16"
+    return "no AVX-512"
+
+
 def describe() -> dict:
     import jax
     import numpy
@@ -36,7 +48,8 @@ def describe() -> dict:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem = float("nan")
-    out = {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cores": os.cpu_count(),
+    flags = _cpu_flags()
+    out = {"cpu": f"{_cpu_model()}, {isa_tag(flags)}", "cpu_flags": flags, "cores": os.cpu_count(),
            "memory_gib": round(mem, 1), "python": platform.python_version(), "jax": jax.__version__,
            "jax_backend": jax.default_backend(), "numpy": numpy.__version__,
            "xla_flags": os.environ.get("XLA_FLAGS", ""),
