@@ -93,7 +93,7 @@ def embed_tokens(model: Gemma, tokens):
     if isinstance(model.input_embedding, Int8Weight):
         x = embedding_rows(model.input_embedding, tokens).astype(model.final_norm.dtype)
     elif model.input_embedding.dtype == jnp.float32:
-        x = jnp.take(model.input_embedding, tokens, axis=0)
+        x = _rows(model.input_embedding, tokens)
     else:
         x = cpu_or_default(_cpu_low_precision_rows, _rows, model.input_embedding, tokens)
     return x * jnp.sqrt(jnp.float32(model.cfg.width)).astype(x.dtype)
