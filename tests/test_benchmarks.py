@@ -50,6 +50,15 @@ def test_decode_bench_runs_on_a_tiny_preset(tmp_path):
         assert row["transformers"]["tokens_head"] == row["pgbench"]["tokens_head"]
 
 
+def test_decode_attention_bench_compares_the_forms(tmp_path):
+    _run("benchmarks.decode_attention", "--quick", "--rounds", "1", "--repeats", "2",
+         "--out", str(tmp_path / "attn"))
+    res = json.loads((tmp_path / "attn.json").read_text())
+    for case in res["cases"]:
+        assert case["ms"]["grouped"]["n"] == 2 and case["ms"]["attention()"]["median_ms"] > 0
+    assert "| tiny, 2 KV heads | bfloat16 | 2 |" in (tmp_path / "attn.md").read_text()
+
+
 def test_decode_bench_int8_is_a_third_side_of_float32_tables(tmp_path):
     _run("benchmarks.decode_cpu", "--presets", "pg1-tiny", "--dtypes", "float32", "--batches", "1",
          "--rounds", "1", "--new-tokens", "3", "--int8", "--out", str(tmp_path / "decode"))

@@ -14,10 +14,13 @@ the tokens' ``SegmentInfo``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
 from pgbench.model.array_types import Array, Float
+from pgbench.model.cpu_paths import cpu_or_default
 from pgbench.model.masks import SegmentInfo, prefix_lm_mask
 
 MASK_VALUE = -2.3819763e38  # big_vision's fill value for masked logits
@@ -48,6 +51,10 @@ def attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
         raise ValueError(f"self-attention needs as many queries as keys, got {q.shape[1]} and "
                          f"{k.shape[1]}; pass kv_segment_info for the keys")
     if impl == "xla":
+        if kv_segment_info is not None and q.shape[1] == 1:  # a decode step against a cache
+            return cpu_or_default(partial(_cpu_one_query, softcap=softcap, window=window),
+                                  partial(_xla, softcap=softcap, window=window),
+                                  q, k, v, q_info, k_info)
         return _xla(q, k, v, q_info, k_info, softcap, window)
     if impl == "pallas":
         from pgbench import kernels  # lazily: the model must not need Pallas to import
@@ -84,3 +91,37 @@ def _xla(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo, softcap, window):
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, nq, h, d).astype(q.dtype)
+
+
+def _cpu_one_query(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo, softcap, window):
+    """``_xla`` for one query per row ([B, 1, H, hd]) on one CPU device, as decoding asks.
+
+    XLA's CPU backend runs the grouped form's batched products (B x KVH blocks of H / KVH
+    rows each, over a cache whose KV heads are interleaved) through copies and small-block
+    kernels: ~24 ms per layer at Gemma 2 2B's shapes with batch 32 (8 query heads over 4 KV
+    heads, 282 slots, bf16). Here every query head is scored against every key of every KV
+    head in one product per row (the cache read as its natural [B, S * KVH, hd] matrix,
+    no copy), the other heads' scores are masked out before the softmax, and the
+    probabilities (exact zeros on the other heads) multiply the values the same way: KVH
+    times the FLOPs of a step that reads the cache once, ~5 ms per layer there
+    (benchmarks/results/decode_attention_*.md). Same logits and probabilities as ``_xla``;
+    only the float32 sums' order differs. A query with no visible key gets the average of
+    its own KV head's values, as in ``_xla``.
+    """
+    b, nq, h, d = q.shape
+    s, kvh = k.shape[1], k.shape[2]
+    logits = jnp.einsum("bqhd,bnd->bqhn", q, k.reshape(b, s * kvh, d),
+                        preferred_element_type=jnp.float32)
+    if softcap is not None:
+        logits = softcap * jnp.tanh(logits / softcap)
+    visible = prefix_lm_mask(q_info, k_info, window=window)[:, :, None, :, None]
+    own_head = (jnp.arange(h)[:, None] // (h // kvh)) == jnp.arange(kvh)[None, :]
+    logits = logits.reshape(b, nq, h, s, kvh)
+    # -inf on other heads (not MASK_VALUE), so that a row with no visible key still
+    # averages only its own head's values
+    logits = jnp.where(own_head[None, None, :, None, :],
+                       jnp.where(visible, logits, MASK_VALUE), -jnp.inf)
+    probs = jax.nn.softmax(logits.reshape(b, nq, h, s * kvh), axis=-1).astype(v.dtype)
+    out = jnp.einsum("bqhn,bnd->bqhd", probs, v.reshape(b, s * kvh, d),
+                     preferred_element_type=jnp.float32)
+    return out.astype(q.dtype)

@@ -29,14 +29,15 @@ def _spans_several_devices(a) -> bool:
 
 
 def single_cpu_device_run(*operands) -> bool:
-    """Whether a computation on ``operands`` may take a CPU-only path: the process has one
-    CPU device and neither the operands nor the mesh in context span several devices."""
+    """Whether a computation on ``operands`` (arrays or pytrees of them) may take a
+    CPU-only path: the process has one CPU device and neither the operands nor the mesh in
+    context span several devices."""
     if len(jax.devices("cpu")) != 1:
         return False
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
         return False
-    return not any(_spans_several_devices(a) for a in operands)
+    return not any(_spans_several_devices(a) for a in jax.tree.leaves(operands))
 
 
 def cpu_or_default(cpu: Callable, default: Callable, *operands):

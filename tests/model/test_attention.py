@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import jax
 import jax.numpy as jnp
 import pytest
 
+from pgbench.model import attention as attention_module
 from pgbench.model.attention import MASK_VALUE, attention
 from pgbench.model.masks import SegmentInfo, ar_cumsum
 
@@ -67,6 +69,80 @@ def test_cached_queries_match_self_attention():
     rows = valid[:, last, None, None]
     np.testing.assert_allclose(np.where(rows, got, 0), np.where(rows, np.asarray(full)[:, last], 0),
                                atol=1e-6)
+
+
+def _one_query_against_a_cache(kvh, *, b=3, s=13, h=6, d=8, seed=0):
+    """One query per row (the last valid slot's token) against a cache with unwritten
+    slots: row 1 has 9 written slots, row 2 none visible to its padding query."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(b, 1, h, d)).astype(np.float32) * 2
+    k = rng.normal(size=(b, s, kvh, d)).astype(np.float32) * 2
+    v = rng.normal(size=(b, s, kvh, d)).astype(np.float32)
+    ar = np.zeros((b, s), np.int32)
+    ar[:, 6:] = 1
+    valid = np.ones((b, s), bool)
+    valid[1, 9:] = False
+    k_info = _info(np.asarray(ar_cumsum(ar)), valid)
+    q_info = SegmentInfo(k_info.ar_cumsum[:, -1:], jnp.asarray([[True], [True], [False]]),
+                         jnp.asarray([[s - 1], [8], [s - 1]], jnp.int32))
+    return q, k, v, q_info, k_info
+
+
+@pytest.mark.parametrize("kvh", [1, 2, 3])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_cpu_decode_form_matches_naive(kvh, softcap):
+    """The CPU's one-query form (every query head against every KV head, other heads
+    masked) equals the float64 reference on the rows that are read, and the grouped form
+    everywhere, the padding row included (the average of its own KV head's values)."""
+    q, k, v, q_info, k_info = _one_query_against_a_cache(kvh)
+    got = np.asarray(attention_module._cpu_one_query(q, k, v, q_info, k_info, softcap, None))
+    want = naive(q, k, v, np.asarray(k_info.ar_cumsum), np.asarray(k_info.valid), softcap,
+                 qc=np.asarray(q_info.ar_cumsum), qvalid=np.asarray(q_info.valid))
+    np.testing.assert_allclose(got[:2], want[:2], atol=2e-5)
+    grouped = np.asarray(attention_module._xla(q, k, v, q_info, k_info, softcap, None))
+    np.testing.assert_allclose(got, grouped, atol=2e-6)
+    own_head_mean = v[2].mean(0)[np.arange(6) // (6 // kvh)]
+    np.testing.assert_allclose(got[2, 0], own_head_mean, atol=2e-6)
+
+
+@pytest.mark.parametrize("window", [3, jnp.int32(4)])
+def test_cpu_decode_form_keeps_the_window(window):
+    q, k, v, q_info, k_info = _one_query_against_a_cache(2)
+    got = attention_module._cpu_one_query(q, k, v, q_info, k_info, 3.0, window)
+    want = attention_module._xla(q, k, v, q_info, k_info, 3.0, window)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+    wide_open = attention_module._xla(q, k, v, q_info, k_info, 3.0, None)
+    assert not np.allclose(np.asarray(got)[:2], np.asarray(wide_open)[:2], atol=1e-3)  # the control
+
+
+def test_cpu_decode_form_in_bfloat16_matches_the_grouped_form():
+    q, k, v, q_info, k_info = (jnp.asarray(a, jnp.bfloat16) if isinstance(a, np.ndarray) else a
+                               for a in _one_query_against_a_cache(3))
+    got = attention_module._cpu_one_query(q, k, v, q_info, k_info, 3.0, None)
+    assert got.dtype == jnp.bfloat16
+    want = attention_module._xla(q, k, v, q_info, k_info, 3.0, None)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2)
+
+
+def _lowered_decode_step(platform: str, n_queries: int = 1) -> str:
+    from jax import export
+    q, k, v, q_info, k_info = _one_query_against_a_cache(3)  # 13 slots x 3 KV heads = 39 keys
+    q = np.repeat(q, n_queries, axis=1)
+    q_info = SegmentInfo(*(np.repeat(np.asarray(a), n_queries, axis=1) for a in q_info))
+
+    def step(q, k, v):
+        return attention(q, k, v, q_info, kv_segment_info=k_info, softcap=3.0)
+    return export.export(jax.jit(step), platforms=[platform])(q, k, v).mlir_module()
+
+
+def test_cpu_decode_form_only_in_programs_for_one_cpu_device():
+    """A decode step's attention reads the cache as one [B, S * KVH, hd] matrix (39 rows
+    here) in a program for the CPU, never in one for a GPU or TPU, and only for one query
+    per row."""
+    assert "3x39x8" in _lowered_decode_step("cpu")
+    assert "3x39x8" not in _lowered_decode_step("cuda")
+    assert "3x39x8" not in _lowered_decode_step("tpu")
+    assert "3x39x8" not in _lowered_decode_step("cpu", n_queries=2)
 
 
 def test_cudnn_impl_matches_xla():
