@@ -49,6 +49,9 @@ FULL = [
     ("pg1-3b decode MLP down, batch 1, bf16", 1, 16384, 2048, 4, "bfloat16"),
     ("pg1-3b decode logits, batch 1, bf16", 1, 2048, 257152, 1, "bfloat16"),
     ("pg2-3b decode MLP up, batch 1, bf16", 1, 2304, 9216, 4, "bfloat16"),
+    ("pg2-3b decode MLP up, batch 2, bf16", 2, 2304, 9216, 4, "bfloat16"),
+    ("pg2-3b decode MLP up, batch 8, bf16", 8, 2304, 9216, 4, "bfloat16"),
+    ("pg2-3b decode MLP up, batch 32, bf16", 32, 2304, 9216, 4, "bfloat16"),
 ]
 QUICK = [
     ("tiny, 2 rows", 2, 64, 96, 2, "float32"),
