@@ -1,6 +1,8 @@
 """The one attention entry point. ``impl`` picks the implementation:
 
-- ``xla``: plain einsum + mask (the reference; materialises the [Nq, Nk] scores),
+- ``xla``: plain einsum + mask (the reference; materialises the [Nq, Nk] scores); a
+  decode step (one query per row against a cache) on one CPU device runs it in the form
+  XLA's CPU backend is fast at, ``_cpu_one_query``,
 - ``pallas``: the fused prefix-LM flash-attention kernels in ``pgbench.kernels``
   (``prefix_lm_attention`` for self-attention, ``prefix_lm_decode_attention`` for
   queries against a KV cache); under a mesh in context (``jax.set_mesh``) they run per
