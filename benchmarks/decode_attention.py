@@ -18,7 +18,7 @@ The sides run in turn, ``--rounds`` times, each ``--repeats`` calls per turn; fi
 medians (min-max) over every call. The outputs are compared first (a side that differs
 from the grouped form by more than the dtype allows is an error).
 
-    python -m benchmarks.decode_attention            # ~1 minute
+    python -m benchmarks.decode_attention            # ~15 seconds on a 2-core CPU
     python -m benchmarks.decode_attention --quick    # tiny shapes, seconds
 """
 
