@@ -8,7 +8,8 @@ attention of one new query per row over a full cache:
   head, one small product per row and KV head);
 * ``attention()``: the entry point the model calls, which on one CPU device runs a
   decode step as ``attention._cpu_one_query`` (every query head against every KV head in
-  one product per row, the other heads masked out);
+  one product per row, the other heads masked out; at batch 1 only up to
+  ``attention.ONE_QUERY_MAX_KV_HEADS_AT_ONE_ROW`` KV heads);
 * ``torch sdpa``: ``F.scaled_dot_product_attention`` with ``enable_gqa`` on the same
   numbers in torch's cache layout ``[B, KVH, S, hd]`` (what transformers' sdpa attention
   reads), when torch is installed. No soft-cap on torch's side (sdpa has none; Gemma 2's
@@ -41,6 +42,11 @@ FULL = [(f"{name}, batch {b}", b, 8, kvh, 282, 256, cap, dtype)
         for dtype in ("bfloat16", "float32")
         for name, kvh, cap in (("pg1-3b (Gemma 2B)", 1, None), ("pg2-3b (Gemma 2 2B)", 4, 50.0))
         for b in (1, 8, 32)]
+# Gemma 2 9B and 27B's attention shapes (no weights needed), bf16
+FULL += [(f"{name}, batch {b}", b, heads, kvh, 282, hd, 50.0, "bfloat16")
+         for name, heads, kvh, hd in (("pg2-10b (Gemma 2 9B)", 16, 8, 256),
+                                      ("pg2-28b (Gemma 2 27B)", 32, 16, 128))
+         for b in (1, 8, 32)]
 QUICK = [("tiny, 1 KV head", 2, 4, 1, 24, 16, None, "float32"),
          ("tiny, 2 KV heads", 2, 4, 2, 24, 16, 50.0, "bfloat16")]
 
@@ -130,7 +136,9 @@ def markdown(res: dict) -> str:
              f"Load average before {res['load_before']}, after {res['load_after']}.", "",
              "One query per row against a full cache; median (min-max) over every call, the sides "
              "interleaved. `grouped` is the reference form, `attention()` what the model runs "
-             "(on one CPU device: every query head against every KV head, other heads masked); "
+             "(on one CPU device: every query head against every KV head, other heads masked; "
+             "the grouped form at batch 1 with more than "
+             "`attention.ONE_QUERY_MAX_KV_HEADS_AT_ONE_ROW` KV heads); "
              "torch's sdpa reads its own `[B, KVH, S, hd]` cache layout and has no soft-cap.", "",
              "| case | dtype | KV heads | cache MB | " + " | ".join(sides) + " | grouped / attention() |",
              "|---|---|---|---|" + "---|" * (len(sides) + 1)]

@@ -27,6 +27,10 @@ from pgbench.model.masks import SegmentInfo, prefix_lm_mask
 
 MASK_VALUE = -2.3819763e38  # big_vision's fill value for masked logits
 IMPLS = ("xla", "pallas", "cudnn")
+# A batch-1 decode step takes the CPU's one-query form only up to this many KV heads: with 8
+# (Gemma 2 9B) or 16 (27B) the grouped form was faster at one row and slower at 8 and 32
+# (benchmarks/results/decode_attention_*.md).
+ONE_QUERY_MAX_KV_HEADS_AT_ONE_ROW = 4
 
 
 def attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
@@ -53,7 +57,8 @@ def attention(q: Float[Array, "B Nq H D"], k: Float[Array, "B Nk KVH D"],
         raise ValueError(f"self-attention needs as many queries as keys, got {q.shape[1]} and "
                          f"{k.shape[1]}; pass kv_segment_info for the keys")
     if impl == "xla":
-        if kv_segment_info is not None and q.shape[1] == 1:  # a decode step against a cache
+        if kv_segment_info is not None and q.shape[1] == 1 and (
+                k.shape[2] <= ONE_QUERY_MAX_KV_HEADS_AT_ONE_ROW or q.shape[0] > 1):
             return cpu_or_default(partial(_cpu_one_query, softcap=softcap, window=window),
                                   partial(_xla, softcap=softcap, window=window),
                                   q, k, v, q_info, k_info)

@@ -81,10 +81,10 @@ def _one_query_against_a_cache(kvh, *, b=3, s=13, h=6, d=8, seed=0):
     ar = np.zeros((b, s), np.int32)
     ar[:, 6:] = 1
     valid = np.ones((b, s), bool)
-    valid[1, 9:] = False
+    valid[1:2, 9:] = False
     k_info = _info(np.asarray(ar_cumsum(ar)), valid)
-    q_info = SegmentInfo(k_info.ar_cumsum[:, -1:], jnp.asarray([[True], [True], [False]]),
-                         jnp.asarray([[s - 1], [8], [s - 1]], jnp.int32))
+    q_info = SegmentInfo(k_info.ar_cumsum[:, -1:], jnp.asarray([[True], [True], [False]][:b]),
+                         jnp.asarray([[s - 1], [8], [s - 1]][:b], jnp.int32))
     return q, k, v, q_info, k_info
 
 
@@ -124,9 +124,9 @@ def test_cpu_decode_form_in_bfloat16_matches_the_grouped_form():
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2)
 
 
-def _lowered_decode_step(platform: str, n_queries: int = 1) -> str:
+def _lowered_decode_step(platform: str, n_queries: int = 1, rows: int = 3) -> str:
     from jax import export
-    q, k, v, q_info, k_info = _one_query_against_a_cache(3)  # 13 slots x 3 KV heads = 39 keys
+    q, k, v, q_info, k_info = _one_query_against_a_cache(3, b=rows)  # 13 slots x 3 KV heads
     q = np.repeat(q, n_queries, axis=1)
     q_info = SegmentInfo(*(np.repeat(np.asarray(a), n_queries, axis=1) for a in q_info))
 
@@ -143,6 +143,13 @@ def test_cpu_decode_form_only_in_programs_for_one_cpu_device():
     assert "3x39x8" not in _lowered_decode_step("cuda")
     assert "3x39x8" not in _lowered_decode_step("tpu")
     assert "3x39x8" not in _lowered_decode_step("cpu", n_queries=2)
+
+
+def test_one_row_with_many_kv_heads_keeps_the_grouped_form(monkeypatch):
+    assert "1x39x8" in _lowered_decode_step("cpu", rows=1)  # 3 KV heads: the one-query form
+    monkeypatch.setattr(attention_module, "ONE_QUERY_MAX_KV_HEADS_AT_ONE_ROW", 2)
+    assert "1x39x8" not in _lowered_decode_step("cpu", rows=1)
+    assert "3x39x8" in _lowered_decode_step("cpu")  # several rows take it at any head count
 
 
 def test_cudnn_impl_matches_xla():
