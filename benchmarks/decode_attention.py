@@ -131,9 +131,7 @@ def markdown(res: dict) -> str:
     m = res["machine"]
     sides = list(dict.fromkeys(s for c in res["cases"] for s in c["ms"]))
     lines = ["# Decode-step attention over the KV cache on the CPU: milliseconds per layer", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
-             + (f", torch {m['torch']}" if m.get("torch") else "") + f"; {m['date']}. "
-             f"Load average before {res['load_before']}, after {res['load_after']}.", "",
+             machine.header(m, res), "",
              "One query per row against a full cache; median (min-max) over every call, the sides "
              "interleaved. `grouped` is the reference form, `attention()` what the model runs "
              "(on one CPU device: every query head against every KV head, other heads masked; "

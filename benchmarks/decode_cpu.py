@@ -325,9 +325,7 @@ def _fmt(d: dict, key: str, f: str = "{:.2f}") -> str:
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"# Decoding on the CPU: pgbench vs transformers generate, same dtype and batch", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
-             + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
-             + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}.",
+             machine.header(m, res),
              "", f"Prompt: image + {res['text_tokens']} text tokens; {res['new_tokens']} new tokens, greedy, "
              f"no EOS; the loop is the {res['loop_steps']} steps after the first token. {res['rounds']} "
              f"interleaved rounds x {res['repeats_per_round']} repeats per side; seconds are median "

@@ -124,8 +124,7 @@ def markdown(res: dict) -> str:
     lines = ["# Projection layouts on the CPU: milliseconds per matrix", "",
              "In brackets: GB/s of weights read for decoding shapes (memory-bound), GFLOP/s for "
              "prefill shapes (compute-bound).", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
-             + (f", torch {m['torch']}" if m.get("torch") else "") + f"; {m['date']}.", "",
+             machine.header(m), "",
              "| case | rows x in -> out | " + " | ".join(ways) + " |", "|---|---|" + "---|" * len(ways)]
     for c in res["cases"]:
         cells = []

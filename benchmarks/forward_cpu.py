@@ -199,9 +199,7 @@ def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"# Prefill forward on the CPU: {res['preset']}, batch {res['batch']}, {res['image_tokens']} image + "
              f"{res['text_tokens']} text tokens, last-position logits", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
-             + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
-             + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}. "
+             machine.header(m, res) + " "
              f"FLOPs counted analytically: {res['flops'] / 1e12:.3f} TFLOP per forward.", "",
              "Matmul rate probe (266x2048 @ 2048x16384): " + ", ".join(
                  f"{k.replace('_gflops', '')} {v:.0f} GFLOP/s" for k, v in res["matmul"].items()

@@ -67,7 +67,7 @@ def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"# Layer forms, greedy generation on the CPU: {res['preset']}, float32, batch 1, "
              f"{res['prompt_tokens']} prompt + {res['new_tokens']} new tokens", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}; {m['date']}.", "",
+             machine.header(m), "",
              "| form | first call s (compile + run) | best of the next calls s |", "|---|---|---|"]
     for form, r in res["forms"].items():
         lines.append(f"| {form} | {r['first_call_s']:.1f} | {r['best_s']:.2f} |")

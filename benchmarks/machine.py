@@ -61,3 +61,15 @@ def describe() -> dict:
     except ImportError:
         pass
     return out
+
+
+def header(m: dict, res: dict | None = None) -> str:
+    """The results files' machine line: CPU, cores, memory, the library versions in ``m``
+    (``describe()``), the date, and the load average around the run when ``res`` has it."""
+    libs = "".join(f", {name} {m[name]}" for name in ("torch", "transformers") if m.get(name))
+    line = (f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
+            f"{libs}; {m['date']}.")
+    if res is not None and "load_before" in res:
+        line += (f" Load average (1/5/15 min) before {res['load_before']}, "
+                 f"after {res['load_after']}.")
+    return line

@@ -452,9 +452,7 @@ def markdown(res: dict) -> str:
              f"{_layer_forms(res)} (--layers {res.get('layers', 'auto')})"
              + ("; each side's process keeps freed host memory (pgbench.host_memory, as pgbench transfer)"
                 if _kept_memory(res) else "") + ".", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores), {m['memory_gib']} GiB; jax {m['jax']}"
-             + (f", torch {m['torch']}, transformers {m['transformers']}" if "torch" in m else "")
-             + f"; {m['date']}. Load average (1/5/15 min) before {res['load_before']}, after {res['load_after']}.", "",
+             machine.header(m, res), "",
              f"FLOPs per step: {res['flops_per_step'] / 1e9:.4g} GFLOP ({res['flops_formula']}); "
              f"{res['tokens_per_step']} tokens per step.", "",
              "GEMM probe: the decoder MLP's training products " + ", ".join(

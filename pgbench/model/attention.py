@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from pgbench.model.array_types import Array, Float
 from pgbench.model.cpu_paths import cpu_or_default
 from pgbench.model.masks import SegmentInfo, prefix_lm_mask
+from pgbench.model.ops import softcap as apply_softcap
 
 MASK_VALUE = -2.3819763e38  # big_vision's fill value for masked logits
 IMPLS = ("xla", "pallas", "cudnn")
@@ -90,9 +91,8 @@ def _xla(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo, softcap, window):
     b, nq, h, d = q.shape
     kvh = k.shape[2]
     qg = q.reshape(b, nq, kvh, h // kvh, d)  # group query heads by their KV head: no K/V copy
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32)
-    if softcap is not None:
-        logits = softcap * jnp.tanh(logits / softcap)
+    logits = apply_softcap(jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32),
+                           softcap)
     mask = prefix_lm_mask(q_info, k_info, window=window)
     logits = jnp.where(mask[:, None, None], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -105,22 +105,20 @@ def _cpu_one_query(q, k, v, q_info: SegmentInfo, k_info: SegmentInfo, softcap, w
 
     XLA's CPU backend runs the grouped form's batched products (B x KVH blocks of H / KVH
     rows each, over a cache whose KV heads are interleaved) through copies and small-block
-    kernels: ~24 ms per layer at Gemma 2 2B's shapes with batch 32 (8 query heads over 4 KV
-    heads, 282 slots, bf16). Here every query head is scored against every key of every KV
+    kernels: 23-28 ms per layer at Gemma 2 2B's shapes with batch 32 (8 query heads over 4 KV
+    heads, 282 slots, bf16) in two runs of the benchmark below. Here every query head is scored against every key of every KV
     head in one product per row (the cache read as its natural [B, S * KVH, hd] matrix,
     no copy), the other heads' scores are masked out before the softmax, and the
     probabilities (exact zeros on the other heads) multiply the values the same way: KVH
-    times the FLOPs of a step that reads the cache once, ~5 ms per layer there
+    times the FLOPs of a step that reads the cache once, 4-5 ms per layer there
     (benchmarks/results/decode_attention_*.md). Same logits and probabilities as ``_xla``;
     only the float32 sums' order differs. A query with no visible key gets the average of
     its own KV head's values, as in ``_xla``.
     """
     b, nq, h, d = q.shape
     s, kvh = k.shape[1], k.shape[2]
-    logits = jnp.einsum("bqhd,bnd->bqhn", q, k.reshape(b, s * kvh, d),
-                        preferred_element_type=jnp.float32)
-    if softcap is not None:
-        logits = softcap * jnp.tanh(logits / softcap)
+    logits = apply_softcap(jnp.einsum("bqhd,bnd->bqhn", q, k.reshape(b, s * kvh, d),
+                                      preferred_element_type=jnp.float32), softcap)
     visible = prefix_lm_mask(q_info, k_info, window=window)[:, :, None, :, None]
     own_head = (jnp.arange(h)[:, None] // (h // kvh)) == jnp.arange(kvh)[None, :]
     logits = logits.reshape(b, nq, h, s, kvh)
