@@ -2,9 +2,10 @@
 
 The step is ``benchmarks.train_cpu``'s (same configuration, weights, batch, optimizer and
 layer form). After two warm-up steps, ``--steps`` steps run under ``jax.profiler.trace``;
-the trace's compiled-op events on XLA's worker threads are summed per op (thread time, so
-with two threads it is up to twice the wall time) and each op is placed by the compiled
-HLO's metadata:
+each moment some compiled op runs on XLA's worker threads is charged to one op
+(``benchmarks.trace``: the helper threads' share of a library product is that product's, and
+the charges add up to the wall time ops ran) and each op is placed by the compiled HLO's
+metadata:
 
 - phase: ``forward`` (under ``jvp``), ``backward`` (under ``transpose(jvp)``),
   ``optimizer/update`` (the rest of the step function: clip, Adam, the parameter update),
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import re
 import tempfile
 import time
@@ -32,21 +32,10 @@ from pathlib import Path
 
 from benchmarks import machine
 from benchmarks.common import load_average, write_results
+from benchmarks.trace import containers, hlo_ops, top_level_ns, worker_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNMATCHED = "not in the compiled HLO"
-OP_LINE = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) [\w\-]+\(")
-
-
-def hlo_ops(hlo_text: str) -> dict[str, tuple[str, str]]:
-    """Compiled HLO text -> {instruction name: (result shape, source op_name or "")}."""
-    ops = {}
-    for line in hlo_text.splitlines():
-        m = OP_LINE.match(line)
-        if m:
-            src = re.search(r'op_name="([^"]*)"', line)
-            ops[m.group(1)] = (m.group(2), src.group(1) if src else "")
-    return ops
 
 
 def classify(name: str, op_name: str) -> tuple[str, str]:
@@ -64,24 +53,6 @@ def classify(name: str, op_name: str) -> tuple[str, str]:
     return phase, kind
 
 
-def op_thread_ns(trace_dir: str) -> dict[str, int]:
-    """Summed duration per compiled op on XLA's worker threads, in nanoseconds."""
-    import jax
-
-    files = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
-    if not files:
-        raise RuntimeError(f"the profiler wrote no trace under {trace_dir}")
-    total: collections.Counter = collections.Counter()
-    for plane in jax.profiler.ProfileData.from_file(files[0]).planes:
-        for line in plane.lines:
-            if "Eigen" not in line.name:  # XLA's CPU worker threads
-                continue
-            for ev in line.events:
-                if not ev.name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
-                    total[ev.name] += ev.duration_ns
-    return dict(total)
-
-
 def run(args) -> dict:
     import jax
 
@@ -92,6 +63,7 @@ def run(args) -> dict:
     side.step()
     hlo = side.step_fn.lower(side.trainable, side.frozen, side.opt_state, side.batch,
                              jax.numpy.int32(0)).compile().as_text()
+    ops = hlo_ops(hlo)
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="pgbench-profile-") as tmp:
         t = time.perf_counter()
@@ -99,23 +71,23 @@ def run(args) -> dict:
             for _ in range(args.steps):
                 side.step()
         wall = (time.perf_counter() - t) / args.steps
-        per_op = op_thread_ns(tmp)
+        per_op = top_level_ns(worker_events(tmp, skip=containers(ops)))
     # The trace names ops as the step's executable does; the HLO comes from compiling the same
     # step again (deterministic), and any trace name it lacks is shown as such, not guessed.
-    ops = hlo_ops(hlo)
     shares: collections.Counter = collections.Counter()
     for name, ns in per_op.items():
-        shares[classify(name, ops[name][1]) if name in ops else (UNMATCHED, "other")] += ns
+        shares[classify(name, ops[name]["source"]) if name in ops else (UNMATCHED, "other")] += ns
     total = sum(shares.values())
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:args.top]
     return {
         "preset": args.preset, "dtype": args.dtype, "batch": args.batch, "prefix": args.prefix,
         "suffix": args.suffix, "layers": args.layers, "remat": args.remat, "steps": args.steps,
         "machine": machine.describe(), "load_before": load_before, "load_after": load_average(),
-        "wall_s_per_step": wall, "thread_ms_per_step": total / args.steps / 1e6,
+        "wall_s_per_step": wall, "op_ms_per_step": total / args.steps / 1e6,
         "shares": [{"phase": p, "kind": k, "ms": ns / args.steps / 1e6, "share": ns / total}
                    for (p, k), ns in shares.most_common()],
-        "top_ops": [{"op": n, "shape": ops.get(n, ("?", ""))[0], "source": ops.get(n, ("", "?"))[1],
+        "top_ops": [{"op": n, "shape": ops[n]["shape"] if n in ops else "?",
+                     "source": ops[n]["source"] if n in ops else "?",
                      "ms": ns / args.steps / 1e6, "share": ns / total} for n, ns in top],
     }
 
@@ -125,12 +97,12 @@ def markdown(res: dict) -> str:
     lines = [f"# Where a training step's time goes: {res['preset']}, {res['dtype']}, batch {res['batch']}", "",
              f"pgbench's step as `benchmarks.train_cpu` runs it ({res['prefix']} prefix + {res['suffix']} suffix "
              f"tokens, layers {res['layers']}, remat {res['remat']}), {res['steps']} steps under "
-             "`jax.profiler.trace`; compiled-op time summed over XLA's worker threads.", "",
-             f"Machine: {m.get('cpu')} ({m.get('cores')} cores); jax {m.get('jax')}; {m.get('date')}. "
-             f"Load average before {res['load_before']}, after {res['load_after']}.", "",
+             "`jax.profiler.trace`; each moment an op runs on XLA's worker threads is charged to one op "
+             "(`benchmarks.trace`), so the times are wall time.", "",
+             machine.header(m, res), "",
              f"Wall time per step under the profiler: {res['wall_s_per_step']:.3f} s; "
-             f"thread time per step: {res['thread_ms_per_step']:.0f} ms.", "",
-             "| phase | kind | ms per step (thread time) | share |", "|---|---|--:|--:|"]
+             f"ops ran {res['op_ms_per_step']:.0f} ms of it.", "",
+             "| phase | kind | ms per step | share |", "|---|---|--:|--:|"]
     lines += [f"| {s['phase']} | {s['kind']} | {s['ms']:.1f} | {100 * s['share']:.1f}% |" for s in res["shares"]]
     lines += ["", "Largest ops:", "", "| op | result | source | ms per step | share |", "|---|---|---|--:|--:|"]
     lines += [f"| {o['op']} | `{o['shape']}` | {o['source'][-70:] or '(none)'} | {o['ms']:.1f} | "

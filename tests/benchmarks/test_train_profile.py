@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.train_profile import classify, hlo_ops
+from benchmarks.train_profile import classify
+from benchmarks.trace import hlo_ops
 
 HLO = """
   %ynn_fusion.3 = f32[574,4096]{1,0} fusion(%a, %b), kind=kCustom, calls=%f, metadata={op_name="jit(step_fn)/jvp()/dot_general" stack_frame_id=3}
@@ -15,8 +16,8 @@ HLO = """
 
 def test_ops_are_placed_by_phase_and_kind():
     ops = hlo_ops(HLO)
-    assert ops["ynn_fusion.3"][0] == "f32[574,4096]{1,0}"
-    placed = {name: classify(name, src) for name, (_, src) in ops.items()}
+    assert ops["ynn_fusion.3"]["shape"] == "f32[574,4096]{1,0}" and ops["ynn_fusion.3"]["operands"] == ["a", "b"]
+    placed = {name: classify(name, op["source"]) for name, op in ops.items()}
     assert placed == {"ynn_fusion.3": ("forward", "gemm"), "ynn_fusion.7": ("backward", "gemm"),
                       "ynn_fusion.9": ("forward", "other"),  # a library reduction, not a product
                       "multiply_add_fusion.2": ("optimizer/update", "other"),
