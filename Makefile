@@ -77,7 +77,7 @@ REFERENCE ?= ../shared/reference/big_vision/pg1_tiny
 parity:
 	$(VENV)/bin/pgbench parity --reference $(REFERENCE)
 
-## make bench: every benchmark at full size (hours; a quiet machine): prefill and decode vs transformers at the same dtype, the decode step's cache attention vs torch sdpa, layouts, kernels, metrics, a mid-size training step vs transformers and where its time goes, the transfer memory per released size (compile only); figures go to benchmarks/results/.
+## make bench: every benchmark at full size (hours; a quiet machine): prefill and decode vs transformers at the same dtype, the decode step's cache attention vs torch sdpa, where a decode step's time goes, layouts, kernels, metrics, a mid-size training step vs transformers and where its time goes, the transfer memory per released size (compile only); figures go to benchmarks/results/.
 bench:
 	$(PY) -m benchmarks.run
 

@@ -79,6 +79,35 @@ def role_read_bound(args) -> dict:
     return read_bound.measure(args.bytes)
 
 
+def decode_fns(steps: int):
+    """(prefill, loop) as both pgbench sides time them, for ``steps`` new tokens.
+
+    prefill(model, images, tokens) -> (state, first token i32[B]); loop(model, state, token)
+    -> i32[B, steps]: ``decode.decode``'s while-loop body, greedy, no EOS, the ``steps - 1``
+    further tokens fed one at a time on the cache the prefill left."""
+    import jax
+    import jax.numpy as jnp
+
+    from pgbench import decode
+
+    def prefill(model, images, tokens):
+        mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
+        state = decode.prefill(model, images, tokens, mask, ar, max_new_tokens=steps)
+        return state, decode._select(state.logits, None, decode.Sampler())[0]
+
+    def loop(model, state, tok):
+        def body(i, carry):
+            out, cache, tok = carry
+            logits, cache = decode.step(model, state._replace(cache=cache), tok, i=i - 1)
+            tok = decode._select(logits, None, decode.Sampler())[0]
+            return jax.lax.dynamic_update_slice_in_dim(out, tok[:, None], i, 1), cache, tok
+
+        out = jnp.zeros((tok.shape[0], steps), jnp.int32).at[:, 0].set(tok)
+        return jax.lax.fori_loop(1, steps, body, (out, state.cache, tok))[0]
+
+    return prefill, loop
+
+
 def role_pgbench(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -94,22 +123,7 @@ def role_pgbench(args) -> dict:
                                   stacked=False)
     model = quantize_decoder(model, args.weights)
     steps = args.new_tokens
-
-    def prefill(model, images, tokens):
-        mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
-        state = decode.prefill(model, images, tokens, mask, ar, max_new_tokens=steps)
-        return state, decode._select(state.logits, None, decode.Sampler())[0]
-
-    def loop(model, state, tok):
-        # decode.decode's while-loop body, greedy, no EOS: steps - 1 further tokens.
-        def body(i, carry):
-            out, cache, tok = carry
-            logits, cache = decode.step(model, state._replace(cache=cache), tok, i=i - 1)
-            tok = decode._select(logits, None, decode.Sampler())[0]
-            return jax.lax.dynamic_update_slice_in_dim(out, tok[:, None], i, 1), cache, tok
-
-        out = jnp.zeros((tok.shape[0], steps), jnp.int32).at[:, 0].set(tok)
-        return jax.lax.fori_loop(1, steps, body, (out, state.cache, tok))[0]
+    prefill, loop = decode_fns(steps)
 
     prefill_j = jax.jit(prefill)
     loop_j = jax.jit(loop, donate_argnums=1)  # the cache is updated in place, as inside decode()

@@ -59,6 +59,19 @@ def test_decode_attention_bench_compares_the_forms(tmp_path):
     assert "| tiny, 2 KV heads | bfloat16 | 2 |" in (tmp_path / "attn.md").read_text()
 
 
+def test_decode_profile_places_the_step_s_time(tmp_path):
+    _run("benchmarks.decode_profile", "--quick", "--steps", "3", "--out", str(tmp_path / "prof"))
+    res = json.loads((tmp_path / "prof.json").read_text())
+    for batch in ("1", "2"):
+        e = res["batches"][batch]
+        assert e["groups_ms"]["weight product"] > 0 and e["ops_ms"] <= e["span_ms"] + 1e-9
+        # Every decoder matrix is read once per step: the tied embedding (the logits) and
+        # pg1-tiny's projections, 2 layers of q, k, v, o, gate, up, down.
+        assert sum(w["ops"] for w in e["weights"]) == 1 + 2 * 7
+        assert "bf16[4096,64]" in {w["weight"] for w in e["weights"]}
+    assert "| 2 |" in (tmp_path / "prof.md").read_text()
+
+
 def test_decode_bench_int8_is_a_third_side_of_float32_tables(tmp_path):
     _run("benchmarks.decode_cpu", "--presets", "pg1-tiny", "--dtypes", "float32", "--batches", "1",
          "--rounds", "1", "--new-tokens", "3", "--int8", "--out", str(tmp_path / "decode"))
@@ -102,7 +115,7 @@ def test_metrics_bench_quick_writes_where_told(tmp_path):
 def test_bench_and_bench_quick_cover_every_benchmark():
     from benchmarks import run
 
-    helpers = {"__init__", "common", "flops", "machine", "read_bound", "run"}
+    helpers = {"__init__", "common", "flops", "machine", "read_bound", "run", "trace"}
     modules = {f"benchmarks.{p.stem}" for p in (REPO_ROOT / "benchmarks").glob("*.py")} - {
         f"benchmarks.{h}" for h in helpers}
     assert {c[0] for c in run.FULL} == modules
