@@ -68,6 +68,7 @@ def test_decode_profile_places_the_step_s_time(tmp_path):
         # Every decoder matrix is read once per step: the tied embedding (the logits) and
         # pg1-tiny's projections, 2 layers of q, k, v, o, gate, up, down.
         assert sum(w["ops"] for w in e["weights"]) == 1 + 2 * 7
+        assert e["weight_bytes_read"] == res["weight_bytes_per_step"]  # each weight once per step
         assert "bf16[4096,64]" in {w["weight"] for w in e["weights"]}
     assert "| 2 |" in (tmp_path / "prof.md").read_text()
 
