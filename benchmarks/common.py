@@ -40,6 +40,18 @@ def spawn(module: str, role: str, **flags) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def random_prompt(cfg, batch: int, n_text: int, seed: int = 0):
+    """(images f32[batch, S, S, 3] in [-1, 1], tokens i32[batch, n_text]): a seeded random prompt,
+    BOS first and the separator (108) last, the same on every side of a comparison."""
+    rng = np.random.default_rng(seed)
+    size = cfg.vision.image_size
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, min(cfg.llm.vocab_size, 256000),
+                                                                   (batch, n_text - 2)),
+                             np.full((batch, 1), 108)], axis=1).astype(np.int32)
+    return images, tokens
+
+
 def have_transformers() -> bool:
     try:
         import torch  # noqa: F401

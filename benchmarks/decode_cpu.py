@@ -57,22 +57,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine, read_bound
-from benchmarks.common import interleaved, load_average, peer_missing, spawn, summarize, write_results
+from benchmarks.common import (interleaved, load_average, peer_missing, random_prompt, spawn, summarize,
+                               write_results)
 from benchmarks.flops import prefill_flops, weight_bytes_per_token
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEVER = -7  # an EOS id no token can equal: every row decodes all new tokens
 MODULE = "benchmarks.decode_cpu"
-
-
-def _inputs(cfg, batch: int, n_text: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    size = cfg.vision.image_size
-    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, min(cfg.llm.vocab_size, 256000),
-                                                                   (batch, n_text - 2)),
-                             np.full((batch, 1), 108)], axis=1).astype(np.int32)
-    return images, tokens
 
 
 def role_read_bound(args) -> dict:
@@ -131,7 +122,7 @@ def role_pgbench(args) -> dict:
     jax.block_until_ready(model)  # its arrays may still be in flight (asynchronous dispatch)
     compiled = {}
     for batch in args.batches:
-        images, tokens = (jnp.asarray(a) for a in _inputs(cfg, batch, args.text_tokens))
+        images, tokens = (jnp.asarray(a) for a in random_prompt(cfg, batch, args.text_tokens))
         # Compile ahead (no warm-up run per batch: at batch 32 one prefill takes minutes).
         state_shape = jax.eval_shape(prefill, model, images, tokens)
         compiled[batch] = (images, tokens, prefill_j.lower(model, images, tokens).compile(),
@@ -192,7 +183,7 @@ def role_transformers(args) -> dict:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
     def generate(batch: int, new_tokens: int):
-        images, tokens = _inputs(cfg, batch, args.text_tokens)
+        images, tokens = random_prompt(cfg, batch, args.text_tokens)
         ids = torch.from_numpy(np.concatenate([np.full((batch, cfg.num_image_tokens), hf.config.image_token_id),
                                                tokens], 1))
         kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(dtype),

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine, read_bound
-from benchmarks.common import load_average, write_results
-from benchmarks.decode_cpu import _inputs, decode_fns
+from benchmarks.common import load_average, random_prompt, write_results
+from benchmarks.decode_cpu import decode_fns
 from benchmarks.flops import weight_bytes_per_token
 from benchmarks.trace import containers, hlo_ops, largest_operand, nbytes, span_ns, top_level_ns, worker_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT_TOKENS = 10  # text tokens after the image, as decode_cpu's default
 ABOVE = ", ABOVE THE READ BOUND: the weights fit in a cache at this size, or a timing is wrong; do not quote"
 HLO_DTYPE = {"float32": "f32", "bfloat16": "bf16"}
 
@@ -85,9 +86,9 @@ def profile_batch(model, comp, state, tok, weights: set, steps: int, top: int, r
     by_weight: dict = {}
     # Every op that ran, charged or not: an op that ran wholly beside another (XLA runs
     # independent ops side by side) is charged nothing but still read its weight.
-    for name in {name for _, _, name in events}:
+    placed = {name: place(ops, name, weights) for _, _, name in events}
+    for name, (kind, w) in placed.items():
         ns = per_op.get(name, 0)
-        kind, w = place(ops, name, weights)
         groups[kind] += ns
         if w is not None:
             e = by_weight.setdefault(w, {"calls": 0, "ns": 0})
@@ -104,7 +105,7 @@ def profile_batch(model, comp, state, tok, weights: set, steps: int, top: int, r
     read = sum(r["ops"] * r["bytes_per_op"] for r in weight_rows)
     flops = sum(r["ops"] * r["flops_per_op"] for r in weight_rows)
     t_weights = groups["weight product"] / n  # ns per step
-    other = [(nm, ns) for nm, ns in per_op.items() if place(ops, nm, weights)[0] == "other"]
+    other = [(nm, ns) for nm, ns in per_op.items() if placed[nm][0] == "other"]
     return {
         "step_ms": float(np.median(walls)) / n * 1e3, "step_ms_runs": [w / n * 1e3 for w in walls],
         "step_ms_profiled": wall_profiled / n * 1e3,
@@ -140,7 +141,7 @@ def run(args) -> dict:
            "load_before": load_average(), "weight_bytes_per_step": wbytes, "read_bound": bound,
            "read_bound_ms_per_step": wbytes / bound["bytes_per_s"] * 1e3, "batches": {}}
     for batch in args.batches:
-        images, tokens = (jnp.asarray(a) for a in _inputs(cfg, batch, 10))
+        images, tokens = (jnp.asarray(a) for a in random_prompt(cfg, batch, PROMPT_TOKENS))
         state, tok = jax.jit(prefill)(model, images, tokens)
         comp = jax.jit(loop, donate_argnums=1).lower(model, state, tok).compile()
         res["batches"][str(batch)] = profile_batch(model, comp, state, tok, weights, args.steps, args.top,

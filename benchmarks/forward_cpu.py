@@ -26,20 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import machine
-from benchmarks.common import interleaved, load_average, peer_missing, spawn, summarize, time_calls, torch_skip_note, write_results
+from benchmarks.common import (interleaved, load_average, peer_missing, random_prompt, spawn, summarize, time_calls,
+                               torch_skip_note, write_results)
 from benchmarks.flops import prefill_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _inputs(cfg, n_text: int, batch: int = 1, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    size = cfg.vision.image_size
-    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    tokens = np.concatenate([np.full((batch, 1), 2), rng.integers(3, min(cfg.llm.vocab_size, 256000),
-                                                                   (batch, n_text - 2)),
-                             np.full((batch, 1), 108)], axis=1).astype(np.int32)
-    return images, tokens
 
 
 def role_matmul(args) -> dict:
@@ -96,7 +87,7 @@ def role_pgbench(args) -> dict:
     t0 = time.perf_counter()
     model = from_bigvision_params(RandomParams(cfg, args.seed), cfg, dtype=dtype, stacked=False)
     build_s = time.perf_counter() - t0
-    images, tokens = _inputs(cfg, args.text_tokens, args.batch)
+    images, tokens = random_prompt(cfg, args.batch, args.text_tokens)
     images, tokens = jnp.asarray(images), jnp.asarray(tokens)
     mask, ar = jnp.ones_like(tokens, bool), jnp.zeros_like(tokens)
 
@@ -135,7 +126,7 @@ def role_transformers(args) -> dict:
     t0 = time.perf_counter()
     hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(args.hf_dir, dtype=dtype).eval()
     build_s = time.perf_counter() - t0
-    images, tokens = _inputs(cfg, args.text_tokens, args.batch)
+    images, tokens = random_prompt(cfg, args.batch, args.text_tokens)
     n_img = cfg.num_image_tokens
     ids = torch.from_numpy(np.concatenate([np.full((args.batch, n_img), hf.config.image_token_id), tokens], 1))
     kw = dict(input_ids=ids, pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(dtype),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import glob
 import heapq
+import math
 import re
 
 # Events on the worker threads that are scheduling, not ops.
@@ -58,10 +59,7 @@ def arrays(shape: str) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def nbytes(dtype: str, dims: tuple[int, ...]) -> int:
-    n = BYTES[dtype]
-    for d in dims:
-        n *= d
-    return n
+    return BYTES[dtype] * math.prod(dims)
 
 
 def largest_operand(ops: dict[str, dict], name: str) -> tuple[str, tuple[int, ...]] | None:
